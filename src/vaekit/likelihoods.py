@@ -1,0 +1,412 @@
+"""Likelihoods p(x | z): map a decoder output to a ``torch.distributions.Distribution``.
+
+Every likelihood returns a distribution whose ``log_prob(x)`` is the per-example
+log-density in nats, summed over the event (pixel) dimensions, so its batch shape is the
+decoder's leading shape (``[B]``, or ``[S, B]`` for S latent samples).
+
+Parameter layout. A likelihood with ``n`` parameters per value reads them from the
+*channel axis* (the first event axis) as ``n`` consecutive blocks of ``C`` channels: for
+``Gaussian(scale="learned")`` and data ``[B, C, H, W]`` the decoder outputs
+``[B, 2C, H, W]`` = ``[mean | log-scale]``; for flat data ``[B, D]`` it outputs ``[B, 2D]``.
+``param_shape`` gives that shape for a data shape.
+
+Value checks (support, NaN) run in ``log_prob`` while :func:`vaekit.validation` is on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import (
+    Distribution,
+    Independent,
+    Laplace as _Laplace,
+    Normal,
+    constraints,
+)
+from torch.distributions import (
+    Bernoulli as _Bernoulli,
+)
+from torch.distributions import (
+    Categorical as _Categorical,
+)
+from torch.distributions import (
+    ContinuousBernoulli as _ContinuousBernoulli,
+)
+
+from vaekit import functional as VF
+from vaekit._checks import check_choice, check_finite, check_range, validation_enabled
+
+__all__ = [
+    "Likelihood",
+    "Bernoulli",
+    "ContinuousBernoulli",
+    "Gaussian",
+    "Laplace",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticMixture",
+    "Categorical",
+]
+
+# Bounds on a learned log-scale: sigma in [e^-7, e^7] keeps log-densities finite and
+# stops the collapse sigma -> 0 on a perfectly reconstructed (e.g. constant) pixel.
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
+
+
+class _Event(Independent):
+    """``Independent`` over the event dims that checks x's shape and support first."""
+
+    def __init__(
+        self,
+        base: Distribution,
+        event_ndim: int,
+        check: Callable[[torch.Tensor], None],
+        to_base: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        from_base: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        super().__init__(base, event_ndim, validate_args=False)
+        self._check, self._to_base, self._from_base = check, to_base, from_base
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        n = len(self.event_shape)
+        if tuple(value.shape[-n:]) != tuple(self.event_shape):
+            raise ValueError(
+                f"x must have event shape {tuple(self.event_shape)} (the decoder's output "
+                f"without its parameter blocks); received x of shape {tuple(value.shape)}"
+            )
+        try:
+            torch.broadcast_shapes(value.shape[:-n], self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"x batch shape {tuple(value.shape[:-n])} does not broadcast against the "
+                f"likelihood's batch shape {tuple(self.batch_shape)}"
+            ) from None
+        self._check(value)
+        if self._to_base is not None:
+            value = self._to_base(value)
+        return super().log_prob(value)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        s = super().sample(sample_shape)
+        return self._from_base(s) if self._from_base is not None else s
+
+    @property
+    def mean(self) -> torch.Tensor:
+        m = self.base_dist.mean
+        return self._from_base(m) if self._from_base is not None else m
+
+
+def _in_unit_interval(x: torch.Tensor) -> None:
+    check_range("x", x, 0.0, 1.0, "scale images to [0, 1] (divide 0-255 data by 255)")
+
+
+def _in_symmetric_interval(x: torch.Tensor) -> None:
+    check_range("x", x, -1.0, 1.0, "scale images to [-1, 1] (x * 2 - 1 for data in [0, 1])")
+
+
+def _finite(x: torch.Tensor) -> None:
+    check_finite("x", x)
+
+
+class Likelihood(nn.Module):
+    """Base: ``n_params`` parameter blocks on the channel axis; subclasses build the distribution."""
+
+    n_params: int = 1
+
+    def param_shape(self, x_shape: Sequence[int]) -> tuple[int, ...]:
+        """Decoder output shape for data of shape ``x_shape``: the channel axis times ``n_params``.
+
+        ``x_shape`` is either an event shape (``(D,)`` or ``(C, H, W)``) or a batched shape
+        (``(B, D)`` or ``(B, C, H, W)``); the channel axis is the first event axis.
+        """
+        shape = [int(s) for s in x_shape]
+        if not shape:
+            raise ValueError("x_shape must have at least one dimension; received ()")
+        axis = 1 if len(shape) in (2, 4) else 0
+        shape[axis] *= self.n_params
+        return tuple(shape)
+
+    def forward(self, params: torch.Tensor, event_ndim: int | None = None) -> Distribution:
+        """Distribution p(x | params); ``event_ndim`` defaults to all axes but the first."""
+        nd = params.dim() - 1 if event_ndim is None else int(event_ndim)
+        if nd < 1 or nd >= params.dim():
+            raise ValueError(
+                f"event_ndim must be in [1, {params.dim() - 1}] for params of shape "
+                f"{tuple(params.shape)}; received {nd}"
+            )
+        channels = params.shape[-nd]
+        if channels % self.n_params:
+            raise ValueError(
+                f"params channel axis (size {channels}) must be a multiple of "
+                f"{self.n_params} for {type(self).__name__}; use param_shape(x_shape)"
+            )
+        if validation_enabled():
+            check_finite("params", params)
+        return self._distribution(params, nd)
+
+    def _blocks(self, params: torch.Tensor, nd: int) -> torch.Tensor:
+        """View the channel axis as ``(n_params, C)``: returns ``[..., n_params, C, *rest]``."""
+        shape = params.shape
+        axis = len(shape) - nd
+        c = shape[axis] // self.n_params
+        return params.reshape(*shape[:axis], self.n_params, c, *shape[axis + 1 :])
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        raise NotImplementedError
+
+
+class Bernoulli(Likelihood):
+    """Bernoulli on logits: ``log p = sum(x logits - softplus(logits))``, x in [0, 1], nats.
+
+    Non-binary x in (0, 1) is accepted (as Keras' BCE does) but is then not a normalised
+    density; prefer :class:`ContinuousBernoulli` for grayscale data.
+    """
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        return _Event(_Bernoulli(logits=params, validate_args=False), nd, _in_unit_interval)
+
+
+class _StableContinuousBernoulli(_ContinuousBernoulli):
+    # torch clamps probabilities to compute log C, which is off by several nats at
+    # |logits| ~ 1e4; vaekit's normaliser is exact in both tails and at logits = 0.
+    def _cont_bern_log_norm(self) -> torch.Tensor:
+        return VF.continuous_bernoulli_log_norm(self.logits)
+
+
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on logits, x in [0, 1], nats.
+
+    ``log p = sum(x logits - softplus(logits) + log C(logits))``: the normalised density
+    for grayscale data in [0, 1].
+    """
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        base = _StableContinuousBernoulli(logits=params, validate_args=False)
+        return _Event(base, nd, _in_unit_interval)
+
+
+class _OptimalNormal(Distribution):
+    """Gaussian with one shared sigma set to its maximum-likelihood value at ``log_prob``.
+
+    sigma*^2 = mean((x - loc)^2) over the whole batch (sigma-VAE, Rybkin et al. 2021),
+    detached: at the optimum d log p / d sigma = 0, so detaching leaves the gradient of
+    ``loc`` unchanged.
+    """
+
+    arg_constraints = {"loc": constraints.real}
+    support = constraints.real
+
+    def __init__(self, loc: torch.Tensor, event_ndim: int, min_log_scale: float):
+        self.loc, self._nd, self._min = loc, event_ndim, min_log_scale
+        self.last_scale: torch.Tensor | None = None
+        super().__init__(loc.shape[:-event_ndim], loc.shape[-event_ndim:], validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if tuple(value.shape[-self._nd :]) != tuple(self.event_shape):
+            raise ValueError(
+                f"x must have event shape {tuple(self.event_shape)}; received {tuple(value.shape)}"
+            )
+        _finite(value)
+        mse = (value - self.loc).detach().square().mean()
+        log_scale = (0.5 * torch.log(mse)).clamp(min=self._min)
+        self.last_scale = log_scale.exp()
+        lp = Normal(self.loc, self.last_scale, validate_args=False).log_prob(value)
+        return lp.sum(tuple(range(-self._nd, 0)))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        scale = self.last_scale if self.last_scale is not None else torch.zeros(())
+        with torch.no_grad():
+            return self.loc.expand(shape) + scale * torch.randn(shape, device=self.loc.device)
+
+
+class _LocScale(Likelihood):
+    """Shared logic of location-scale likelihoods: fixed or learned scale."""
+
+    family: type[Distribution]
+
+    def __init__(self, scale: float | str = 1.0):
+        super().__init__()
+        if isinstance(scale, str):
+            check_choice("scale", scale, self._scale_choices())
+        elif not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive float or 'learned'; received {scale!r}")
+        self.scale = scale
+        self.n_params = 2 if scale == "learned" else 1
+
+    def _scale_choices(self) -> list[str]:
+        return ["learned"]
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        if self.scale == "learned":
+            loc, log_scale = self._blocks(params, nd).unbind(-nd - 1)
+            scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp()
+        else:
+            loc, scale = params, torch.full_like(params, float(self.scale))
+        return _Event(self.family(loc, scale, validate_args=False), nd, _finite)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale!r}"
+
+
+class Gaussian(_LocScale):
+    """Diagonal Gaussian ``N(x | mean, sigma^2)``; log p in nats with the full normaliser.
+
+    ``scale``: a float (fixed sigma), ``"learned"`` (decoder outputs mean and log-sigma per
+    value, log-sigma clamped to [-7, 7]) or ``"optimal"`` (sigma-VAE: one sigma per batch,
+    ``sigma^2 = mean((x - mean)^2)``, detached, log-sigma >= -6; Rybkin et al. 2021).
+    """
+
+    family = Normal
+
+    def _scale_choices(self) -> list[str]:
+        return ["learned", "optimal"]
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        if self.scale == "optimal":
+            return _OptimalNormal(params, nd, min_log_scale=-6.0)
+        return super()._distribution(params, nd)
+
+
+class Laplace(_LocScale):
+    """Laplace ``log p = sum(-log 2b - |x - loc| / b)`` in nats; ``scale`` fixed b or ``"learned"``."""
+
+    family = _Laplace
+
+
+class _DiscretizedLogistic(Distribution):
+    """Mixture of discretized logistics over ``bins`` values in [-1, 1] (K = 1: a single one).
+
+    ``logits, loc, log_scale``: ``[..., K, C, *rest]`` with the mixture on axis ``-nd - 1``.
+    """
+
+    arg_constraints = {}
+    support = constraints.interval(-1.0, 1.0)
+
+    def __init__(self, logits, loc, log_scale, event_ndim: int, bins: int):
+        self.logits, self.loc, self.log_scale = logits, loc, log_scale
+        self._nd, self.bins = event_ndim, bins
+        self._k_axis = -event_ndim - 1
+        shape = loc.shape[: self._k_axis] + loc.shape[self._k_axis + 1 :]
+        super().__init__(shape[:-event_ndim], shape[-event_ndim:], validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if tuple(value.shape[-self._nd :]) != tuple(self.event_shape):
+            raise ValueError(
+                f"x must have event shape {tuple(self.event_shape)}; received {tuple(value.shape)}"
+            )
+        _in_symmetric_interval(value)
+        x = value.unsqueeze(self._k_axis)
+        log_mass = VF.discretized_logistic_log_mass(x, self.loc, self.log_scale, self.bins)
+        log_mix = torch.log_softmax(self.logits, dim=self._k_axis)
+        lp = torch.logsumexp(log_mix + log_mass, dim=self._k_axis)
+        return lp.sum(tuple(range(-self._nd, 0)))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        w = torch.softmax(self.logits, dim=self._k_axis)
+        return (w * self.loc.clamp(-1, 1)).sum(self._k_axis)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
+            k = torch.distributions.Categorical(logits=logits.movedim(self._k_axis, -1)).sample()
+            pick = F.one_hot(k, logits.shape[self._k_axis]).movedim(-1, self._k_axis)
+            loc = (pick * self.loc).sum(self._k_axis)
+            log_scale = (pick * self.log_scale).sum(self._k_axis)
+            u = torch.rand_like(loc).clamp(1e-5, 1 - 1e-5)
+            x = loc + log_scale.exp() * (torch.log(u) - torch.log1p(-u))
+            half = (self.bins - 1) / 2
+            return (torch.round((x.clamp(-1, 1) + 1) * half) / half - 1).clamp(-1, 1)
+
+
+class DiscretizedLogistic(Likelihood):
+    """Discretized logistic over ``bins`` values of x scaled to [-1, 1] (Salimans et al. 2017).
+
+    Decoder outputs loc and log-scale per value (two blocks); log-scale >= -7. log p in nats;
+    divide by ``D log 2`` for bits per dimension.
+    """
+
+    n_params = 2
+
+    def __init__(self, bins: int = 256):
+        super().__init__()
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2; received {bins}")
+        self.bins = bins
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        loc, log_scale = self._blocks(params, nd).unbind(-nd - 1)
+        k_axis = -nd - 1
+        loc, log_scale = loc.unsqueeze(k_axis), log_scale.clamp(min=LOG_SCALE_MIN).unsqueeze(k_axis)
+        return _DiscretizedLogistic(torch.zeros_like(loc), loc, log_scale, nd, self.bins)
+
+
+class DiscretizedLogisticMixture(Likelihood):
+    """Mixture of K discretized logistics per value (PixelCNN++, Salimans et al. 2017).
+
+    ``p(x) = sum_k pi_k DL(x | loc_k, s_k)``; the decoder outputs 3K blocks on the channel
+    axis: K mixture logits, K locs, K log-scales. Channels are modelled independently
+    (PixelCNN++'s linear dependence between RGB channels is not included).
+    """
+
+    def __init__(self, components: int = 10, bins: int = 256):
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"components must be >= 1; received {components}")
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2; received {bins}")
+        self.components, self.bins = components, bins
+        self.n_params = 3 * components
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        blocks = self._blocks(params, nd)  # [..., 3K, C, *rest]
+        logits, loc, log_scale = blocks.chunk(3, dim=-nd - 1)
+        return _DiscretizedLogistic(logits, loc, log_scale.clamp(min=LOG_SCALE_MIN), nd, self.bins)
+
+
+class Categorical(Likelihood):
+    """Categorical over ``bins`` intensity levels per value: ``log p = sum log softmax(l)[x]``, nats.
+
+    The decoder outputs ``bins`` blocks on the channel axis (one logit per level). x is
+    either an integer tensor of levels in ``{0, ..., bins-1}`` or floats in [0, 1] that are
+    mapped to ``round(x (bins - 1))``; samples and means are returned as floats in [0, 1].
+    """
+
+    def __init__(self, bins: int = 256):
+        super().__init__()
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2; received {bins}")
+        self.bins = self.n_params = bins
+
+    def _to_index(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return torch.round(x * (self.bins - 1)).long()
+        return x.long()
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.is_floating_point():
+            _in_unit_interval(x)
+        else:
+            check_range("x", x, 0, self.bins - 1, "integer data must be levels 0..bins-1")
+
+    def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        logits = self._blocks(params, nd).movedim(-nd - 1, -1)  # [..., C, *rest, bins]
+        base = _CategoricalLevels(logits=logits, validate_args=False)
+        return _Event(base, nd, self._check, self._to_index, lambda i: i / (self.bins - 1))
+
+
+class _CategoricalLevels(_Categorical):
+    # torch's Categorical has no mean; ours is the expected level, so pictures can show it.
+    @property
+    def mean(self) -> torch.Tensor:
+        levels = torch.arange(self.logits.shape[-1], device=self.logits.device)
+        return (self.probs * levels).sum(-1)

@@ -1,0 +1,90 @@
+"""The VAE: an encoder, a decoder and three small parts (posterior, prior, likelihood)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit.likelihoods import Bernoulli
+from vaekit.posteriors import DiagonalGaussian
+
+__all__ = ["VAE", "VAEOutput"]
+
+
+class VAEOutput(NamedTuple):
+    """What one pass hands to an objective.
+
+    ``encoder_out``: raw encoder output ``[B, F]`` (objectives that stop gradients through
+    q's parameters rebuild q from it detached); ``posterior``: q(z|x), batch ``[B]``;
+    ``z``: ``[S, B, D]`` reparameterised samples; ``prior``: p(z); ``likelihood``:
+    p(x|z), batch ``[S, B]``.
+    """
+
+    encoder_out: torch.Tensor
+    posterior: Distribution
+    z: torch.Tensor
+    prior: Distribution
+    likelihood: Distribution
+
+
+class VAE(nn.Module):
+    """p(x, z) = p(z) p(x|z) with amortised q(z|x), composed from swappable parts.
+
+    Args:
+        encoder: ``[B, *x_shape] -> [B, F]``, F the posterior's parameter count (2D for
+            :class:`~vaekit.posteriors.DiagonalGaussian`).
+        decoder: ``[N, D] -> [N, *likelihood.param_shape(x_shape)]``.
+        posterior: encoder output -> q(z|x) (default :class:`DiagonalGaussian`).
+        prior: ``prior()`` -> p(z), e.g. ``StandardNormal(D)``.
+        likelihood: decoder output -> p(x|z) (default :class:`~vaekit.likelihoods.Bernoulli`).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        prior: nn.Module,
+        posterior: nn.Module | None = None,
+        likelihood: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.encoder, self.decoder, self.prior = encoder, decoder, prior
+        self.posterior = posterior if posterior is not None else DiagonalGaussian()
+        self.likelihood = likelihood if likelihood is not None else Bernoulli()
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q(z | x): batch ``[B]``, event ``[D]``."""
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x | z) for z of shape ``[..., D]``: batch ``[...]`` (leading dims are flattened for the decoder)."""
+        lead = z.shape[:-1]
+        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        params = params.reshape(*lead, *params.shape[1:])
+        return self.likelihood(params, event_ndim=params.dim() - len(lead))
+
+    def forward(self, x: torch.Tensor, samples: int = 1) -> VAEOutput:
+        """Encode x ``[B, ...]``, draw ``samples`` reparameterised z ``[S, B, D]``, decode them."""
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1; received {samples}")
+        h = self.encoder(x)
+        q = self.posterior(h)
+        z = q.rsample((samples,))
+        return VAEOutput(h, q, z, self.prior(), self.decode(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """n draws x ~ p(x|z), z ~ p(z): ``[n, *x_shape]``; ``mean=True`` returns E[x|z] (for pictures)."""
+        z = self.prior().sample((n,))
+        px = self.decode(z)
+        return px.mean if mean else px.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """E[x | z = E_q[z|x]] (or a draw with ``mean=False``): ``[B, *x_shape]``."""
+        px = self.decode(self.encode(x).mean)
+        return px.mean if mean else px.sample()

@@ -1,0 +1,127 @@
+"""Priors p(z): ``nn.Module``s whose ``forward()`` returns a Distribution over z.
+
+Each returned distribution has batch shape ``[]`` and event shape ``[D]``, so
+``prior().log_prob(z)`` maps z of shape ``[..., D]`` to ``[...]`` nats, and
+``prior().sample((n,))`` gives ``[n, D]``. The KL to a Gaussian posterior is analytic for
+:class:`StandardNormal` and :class:`LearnableGaussian` (through the ``kl_divergence``
+registry) and Monte Carlo for the mixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+
+__all__ = ["StandardNormal", "LearnableGaussian", "MixtureOfGaussians", "VampPrior"]
+
+
+def _check_dim(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; received {value!r}")
+    return value
+
+
+class StandardNormal(nn.Module):
+    """p(z) = N(0, I) over ``dim`` latents: ``log p(z) = -0.5 sum(z^2 + log 2 pi)`` nats."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.register_buffer("loc", torch.zeros(dim), persistent=False)
+        self.register_buffer("scale", torch.ones(dim), persistent=False)
+
+    def forward(self) -> Distribution:
+        return Independent(Normal(self.loc, self.scale, validate_args=False), 1)
+
+
+class LearnableGaussian(nn.Module):
+    """p(z) = N(mu, diag(sigma^2)) with trainable ``mu`` and ``log_sigma`` (initialised to N(0, I))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def forward(self) -> Distribution:
+        scale = self.log_scale.clamp(-15.0, 15.0).exp()
+        return Independent(Normal(self.loc, scale, validate_args=False), 1)
+
+
+class MixtureOfGaussians(nn.Module):
+    """p(z) = sum_k pi_k N(z | mu_k, diag(sigma_k^2)), K learnable components and weights.
+
+    ``log p(z) = logsumexp_k(log pi_k + log N(z | mu_k, sigma_k))``, built on
+    ``MixtureSameFamily``. Means start at N(0, I) draws, scales at 1, weights uniform.
+    """
+
+    def __init__(self, dim: int, components: int = 10):
+        super().__init__()
+        self.dim = _check_dim("dim", dim)
+        self.components = _check_dim("components", components)
+        self.loc = nn.Parameter(torch.randn(components, dim))
+        self.log_scale = nn.Parameter(torch.zeros(components, dim))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def forward(self) -> Distribution:
+        comp = Independent(
+            Normal(self.loc, self.log_scale.clamp(-15.0, 15.0).exp(), validate_args=False), 1
+        )
+        return MixtureSameFamily(Categorical(logits=self.logits), comp, validate_args=False)
+
+
+class VampPrior(nn.Module):
+    """VampPrior p(z) = (1/K) sum_k q(z | u_k) (Tomczak & Welling 2018).
+
+    ``u_k`` are K learnable pseudo-inputs of shape ``input_shape`` pushed through the model's
+    own ``encoder`` and ``posterior`` (shared weights), so
+    ``log p(z) = logsumexp_k log q(z | u_k) - log K`` nats.
+
+    Args:
+        encoder, posterior: the VAE's own modules (pass the same objects to :class:`VAE`).
+        input_shape: shape of one data point, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        components: K (500 in the paper).
+        init: ``"random"`` (N(0.05, 0.01) as in the paper's code) or a tensor
+            ``[N >= K, *input_shape]`` of data to draw the initial pseudo-inputs from.
+        input_range: pseudo-inputs are clipped to this range with a hard-tanh (gradient
+            zero outside), ``(0, 1)`` for images; ``None`` leaves them free.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        posterior: nn.Module,
+        input_shape: Sequence[int],
+        components: int = 500,
+        init: str | torch.Tensor = "random",
+        input_range: tuple[float, float] | None = (0.0, 1.0),
+    ):
+        super().__init__()
+        self.components = _check_dim("components", components)
+        self.encoder, self.posterior = encoder, posterior
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_range = input_range
+        if isinstance(init, torch.Tensor):
+            if tuple(init.shape[1:]) != self.input_shape or init.shape[0] < components:
+                raise ValueError(
+                    f"init data must have shape [N >= {components}, *{self.input_shape}]; "
+                    f"received {tuple(init.shape)}"
+                )
+            idx = torch.randperm(init.shape[0])[:components]
+            u = init[idx].detach().clone().float()
+        elif init == "random":
+            u = 0.05 + 0.01 * torch.randn(components, *self.input_shape)
+        else:
+            raise ValueError(f"init must be 'random' or a data tensor; received {init!r}")
+        self.pseudo_inputs = nn.Parameter(u)
+
+    def forward(self) -> Distribution:
+        u = self.pseudo_inputs
+        if self.input_range is not None:
+            u = torch.nn.functional.hardtanh(u, *self.input_range)
+        components = self.posterior(self.encoder(u))  # batch [K], event [D]
+        weights = Categorical(logits=torch.zeros(self.components, device=u.device))
+        return MixtureSameFamily(weights, components, validate_args=False)
