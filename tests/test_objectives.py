@@ -61,7 +61,9 @@ def test_exact_posterior_bound_equals_log_marginal(objective):
     # with q = p(z|x) every importance weight equals p(x): each sampled bound is exact
     model, x, log_px = ppca(exact=True)
     out = objective(model, x)
-    np.testing.assert_allclose(out.per_example["bound"].detach().numpy(), log_px(x), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        out.per_example["bound"].detach().numpy(), log_px(x), rtol=0, atol=1e-9
+    )
 
 
 def test_exact_posterior_analytic_elbo_converges_to_log_marginal():
@@ -96,7 +98,9 @@ def test_inexact_posterior_bounds_are_ordered_and_approach_log_marginal():
     with torch.no_grad():
         sampled = ELBO(kl="analytic", samples=4000)(model, x).per_example["bound"].numpy()
         iwae = {
-            k: np.mean([IWAE(k=k)(model, x).per_example["bound"].numpy() for _ in range(800 // k + 20)], 0)
+            k: np.mean(
+                [IWAE(k=k)(model, x).per_example["bound"].numpy() for _ in range(800 // k + 20)], 0
+            )
             for k in (1, 4, 16, 256)
         }
         iwae[5000] = IWAE(k=5000)(model, x).per_example["bound"].numpy()

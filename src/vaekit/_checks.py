@@ -50,8 +50,7 @@ def check_finite(name: str, t: torch.Tensor) -> None:
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())
         raise ValueError(
-            f"{name} must be finite; received {n_nan} NaN and {n_inf} Inf values "
-            f"({_describe(t)})"
+            f"{name} must be finite; received {n_nan} NaN and {n_inf} Inf values ({_describe(t)})"
         )
 
 

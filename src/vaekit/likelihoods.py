@@ -22,13 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import (
-    Distribution,
-    Independent,
-    Laplace as _Laplace,
-    Normal,
-    constraints,
-)
-from torch.distributions import (
     Bernoulli as _Bernoulli,
 )
 from torch.distributions import (
@@ -36,6 +29,15 @@ from torch.distributions import (
 )
 from torch.distributions import (
     ContinuousBernoulli as _ContinuousBernoulli,
+)
+from torch.distributions import (
+    Distribution,
+    Independent,
+    Normal,
+    constraints,
+)
+from torch.distributions import (
+    Laplace as _Laplace,
 )
 
 from vaekit import functional as VF
@@ -72,19 +74,7 @@ class _Event(Independent):
         self._check, self._to_base, self._from_base = check, to_base, from_base
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        n = len(self.event_shape)
-        if tuple(value.shape[-n:]) != tuple(self.event_shape):
-            raise ValueError(
-                f"x must have event shape {tuple(self.event_shape)} (the decoder's output "
-                f"without its parameter blocks); received x of shape {tuple(value.shape)}"
-            )
-        try:
-            torch.broadcast_shapes(value.shape[:-n], self.batch_shape)
-        except RuntimeError:
-            raise ValueError(
-                f"x batch shape {tuple(value.shape[:-n])} does not broadcast against the "
-                f"likelihood's batch shape {tuple(self.batch_shape)}"
-            ) from None
+        _check_x_shape(value, self.event_shape, self.batch_shape)
         self._check(value)
         if self._to_base is not None:
             value = self._to_base(value)
@@ -98,6 +88,23 @@ class _Event(Independent):
     def mean(self) -> torch.Tensor:
         m = self.base_dist.mean
         return self._from_base(m) if self._from_base is not None else m
+
+
+def _check_x_shape(value: torch.Tensor, event_shape: torch.Size, batch_shape: torch.Size) -> None:
+    """x must end in the event shape and its leading axes must broadcast to the batch shape."""
+    n = len(event_shape)
+    if tuple(value.shape[value.dim() - n :]) != tuple(event_shape):
+        raise ValueError(
+            f"x must have event shape {tuple(event_shape)} (the decoder's output "
+            f"without its parameter blocks); received x of shape {tuple(value.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(value.shape[: value.dim() - n], batch_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"x batch shape {tuple(value.shape[: value.dim() - n])} does not broadcast against "
+            f"the likelihood's batch shape {tuple(batch_shape)}"
+        ) from None
 
 
 def _in_unit_interval(x: torch.Tensor) -> None:
@@ -116,6 +123,8 @@ class Likelihood(nn.Module):
     """Base: ``n_params`` parameter blocks on the channel axis; subclasses build the distribution."""
 
     n_params: int = 1
+    #: range the data must be scaled to; the trainer maps [0, 1] data onto it
+    data_range: tuple[float, float] = (0.0, 1.0)
 
     def param_shape(self, x_shape: Sequence[int]) -> tuple[int, ...]:
         """Decoder output shape for data of shape ``x_shape``: the channel axis times ``n_params``.
@@ -206,10 +215,7 @@ class _OptimalNormal(Distribution):
         super().__init__(loc.shape[:-event_ndim], loc.shape[-event_ndim:], validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if tuple(value.shape[-self._nd :]) != tuple(self.event_shape):
-            raise ValueError(
-                f"x must have event shape {tuple(self.event_shape)}; received {tuple(value.shape)}"
-            )
+        _check_x_shape(value, self.event_shape, self.batch_shape)
         _finite(value)
         mse = (value - self.loc).detach().square().mean()
         log_scale = (0.5 * torch.log(mse)).clamp(min=self._min)
@@ -299,10 +305,7 @@ class _DiscretizedLogistic(Distribution):
         super().__init__(shape[:-event_ndim], shape[-event_ndim:], validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if tuple(value.shape[-self._nd :]) != tuple(self.event_shape):
-            raise ValueError(
-                f"x must have event shape {tuple(self.event_shape)}; received {tuple(value.shape)}"
-            )
+        _check_x_shape(value, self.event_shape, self.batch_shape)
         _in_symmetric_interval(value)
         x = value.unsqueeze(self._k_axis)
         log_mass = VF.discretized_logistic_log_mass(x, self.loc, self.log_scale, self.bins)
@@ -336,6 +339,7 @@ class DiscretizedLogistic(Likelihood):
     """
 
     n_params = 2
+    data_range = (-1.0, 1.0)
 
     def __init__(self, bins: int = 256):
         super().__init__()
@@ -357,6 +361,8 @@ class DiscretizedLogisticMixture(Likelihood):
     axis: K mixture logits, K locs, K log-scales. Channels are modelled independently
     (PixelCNN++'s linear dependence between RGB channels is not included).
     """
+
+    data_range = (-1.0, 1.0)
 
     def __init__(self, components: int = 10, bins: int = 256):
         super().__init__()

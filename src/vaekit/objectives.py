@@ -142,7 +142,9 @@ class ELBO:
                 kl = kl_dims.sum(-1)
                 # below lambda, a dimension's KL is replaced by the constant lambda (no gradient)
                 active = kl_dims.mean(0) > self.free_bits
-                kl_term = torch.where(active, kl_dims, torch.full_like(kl_dims, self.free_bits)).sum(-1)
+                kl_term = torch.where(
+                    active, kl_dims, torch.full_like(kl_dims, self.free_bits)
+                ).sum(-1)
             else:
                 kl = kl_term = analytic_kl(q, p)
         else:
@@ -156,7 +158,9 @@ class ELBO:
             "rec": rec.detach().mean(),
             "kl": kl.detach().mean(),
         }
-        return LossOutput(loss, {"bound": bound, "rec": rec, "kl": kl, "loss": per_example_loss}, metrics)
+        return LossOutput(
+            loss, {"bound": bound, "rec": rec, "kl": kl, "loss": per_example_loss}, metrics
+        )
 
     def replace(self, **changes) -> ELBO:
         """A copy with some hyperparameters changed (e.g. ``beta`` from a schedule)."""

@@ -1,0 +1,193 @@
+"""Run configuration: one frozen dataclass per concern, merged from defaults, YAML and flags.
+
+A YAML file may be nested by section (``model: {latent_dim: 40}``) or flat
+(``latent_dim: 40``): every field name is unique across sections. Unknown keys are an
+error with a suggestion. The resolved config is written to ``RUN_DIR/config.yaml`` and
+into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    network: str = "mlp"  # mlp | gated | conv
+    hidden: tuple[int, ...] = (300, 300)
+    activation: str = "relu"
+    latent_dim: int = 40
+    prior: str = "standard"  # standard | learnable | mog | vamp
+    components: int = 0  # mixture components / pseudo-inputs; 0 = the prior's default (10 / 500)
+    # VampPrior pseudo-inputs: "random" (paper) or "data" (random training images)
+    pseudo_init: str = "random"
+    likelihood: str = "bernoulli"
+    scale: str = "learned"  # Gaussian/Laplace scale: a float as a string, "learned" or "optimal"
+    mixture_components: int = 10  # discretized logistic mixture
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    objective: str = "elbo"  # elbo | iwae
+    k: int = 1  # IWAE samples
+    estimator: str = "standard"  # standard | stl | dreg
+    samples: int = 1  # ELBO samples
+    kl: str = "auto"  # auto (analytic where a closed form exists) | analytic | mc
+    beta: float = 1.0
+    warmup_epochs: float = 0.0  # linear KL warm-up 0 -> beta (VampPrior paper: 100)
+    free_bits: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist"
+    binarize: str = "dynamic"  # dynamic | static | none
+    data_root: str | None = None  # a folder or file for from-file data sets
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    patience: int = 0  # early stopping on validation ELBO after this many bad epochs; 0 = off
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    eval_samples: int = 1000  # importance samples for the test NLL written at the end of train
+    eval_batch_size: int = 100
+    log_every: int = 100  # steps between progress/JSONL step rows (each one is a host sync)
+    max_train_examples: int = 0  # use only the first N training examples (smoke tests); 0 = all
+    on_nan: str = "stop"  # stop | skip
+    tensorboard: bool = True
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (tuples as lists), safe for YAML and ``torch.load(weights_only=True)``."""
+
+        def plain(v):
+            return list(v) if isinstance(v, tuple) else v
+
+        return {
+            name: {
+                f.name: plain(getattr(getattr(self, name), f.name))
+                for f in fields(getattr(self, name))
+            }
+            for name in ("model", "objective", "train")
+        }
+
+    def replace(self, **flat: Any) -> RunConfig:
+        """A copy with flat ``field=value`` overrides routed to their section (values coerced)."""
+        return _apply(self, flat, source="override")
+
+
+_SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}
+_FIELD_SECTION = {f.name: sec for sec, cls in _SECTIONS.items() for f in fields(cls)}
+
+
+def _coerce(cls, name: str, value: Any) -> Any:
+    """Coerce YAML/flag values to the field's declared type; ValueError names the field."""
+    default = {f.name: f for f in fields(cls)}[name].default
+    kind = {f.name: f.type for f in fields(cls)}[name]
+    try:
+        if value is None:
+            if "None" in str(kind):
+                return None
+            raise TypeError
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise TypeError
+            return bool(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(int(v) for v in value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {name!r} expects {kind}; received {value!r}") from None
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(_FIELD_SECTION), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _apply(cfg: RunConfig, flat: dict[str, Any], source: str) -> RunConfig:
+    per_section: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if key not in _FIELD_SECTION:
+            raise ValueError(f"unknown config key {key!r} in {source}{_suggest(key)}")
+        sec = _FIELD_SECTION[key]
+        per_section.setdefault(sec, {})[key] = _coerce(_SECTIONS[sec], key, value)
+    return dataclasses.replace(
+        cfg,
+        **{
+            sec: dataclasses.replace(getattr(cfg, sec), **vals) for sec, vals in per_section.items()
+        },
+    )
+
+
+def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"section {key!r} in {source} must be a mapping; received {value!r}"
+                )
+            for k, v in value.items():
+                if _FIELD_SECTION.get(k) != key:
+                    where = f" (it belongs to {_FIELD_SECTION[k]!r})" if k in _FIELD_SECTION else ""
+                    raise ValueError(
+                        f"unknown key {k!r} in section {key!r} of {source}{where}{_suggest(k)}"
+                    )
+                flat[k] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (``yaml.safe_load``), then flat ``overrides``."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"config file {str(path)!r} must hold a mapping; received {type(data).__name__}"
+            )
+        cfg = _apply(cfg, _flatten(data, str(path)), source=str(path))
+    if overrides:
+        cfg = _apply(cfg, overrides, source="command-line flags")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from :meth:`RunConfig.to_dict` output (e.g. from a checkpoint)."""
+    return _apply(RunConfig(), _flatten(data, "saved config"), source="saved config")

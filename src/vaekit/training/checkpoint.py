@@ -1,0 +1,77 @@
+"""Checkpoints that survive crashes: atomic writes, safe loads, clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, unsafe or from another model."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+
+    A crash at any moment leaves either the previous checkpoint or the new one, never a
+    partial file. On failure (full disk, read-only folder) the temp file is removed and
+    the previous checkpoint is untouched; the error names the path.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise OSError(
+            e.errno,
+            f"could not write checkpoint {path} ({e.strerror}); the previous checkpoint is intact",
+        ) from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
+
+    Raises :class:`CheckpointError` (a ValueError) for a missing, truncated or corrupted
+    file, or one that holds pickled objects (which are never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data and was "
+            f"refused (weights_only=True): {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {e}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a vaekit checkpoint (no 'model' entry)")
+    return state

@@ -1,0 +1,282 @@
+"""A run folder from start to finish: the Python API behind ``vaekit train | eval | sample``.
+
+>>> import vaekit
+>>> run = vaekit.train(out="runs/quick", epochs=2)          # doctest: +SKIP
+>>> vaekit.evaluate_run(run, samples=5000)["nll"]            # doctest: +SKIP
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
+``checkpoint.pt`` (latest), ``best.pt`` (best validation ELBO), ``eval.json``, PNG
+figures and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from vaekit import plots
+from vaekit._checks import check_choice
+from vaekit.config import RunConfig, config_from_dict, load_config
+from vaekit.evaluate import evaluate, posterior_means
+from vaekit.models.build import build_model, build_objective, input_shape
+from vaekit.report import write_report
+from vaekit.training.checkpoint import load_checkpoint
+from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
+
+__all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
+
+DATASETS = ("mnist", "fashion_mnist", "file", "folder")
+
+
+def load_data(tc):
+    """The :class:`vaekit.data.DataSplits` named by a :class:`~vaekit.config.TrainConfig`."""
+    from vaekit import data
+
+    check_choice("dataset", tc.dataset, DATASETS)
+    check_choice("binarize", tc.binarize, ("dynamic", "static", "none"))
+    binarize = None if tc.binarize == "none" else tc.binarize
+    if tc.dataset == "mnist":
+        return data.mnist(binarize=binarize, seed=tc.seed, root=tc.data_root)
+    if tc.dataset == "fashion_mnist":
+        return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=tc.data_root)
+    if tc.data_root is None:
+        raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
+    loader = data.from_file if tc.dataset == "file" else data.from_folder
+    return loader(tc.data_root, binarize=binarize, seed=tc.seed)
+
+
+def _prepare(model, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Flat [0, 1] data -> the encoder's shape and the likelihood's range."""
+    lo, hi = model.likelihood.data_range
+    x = x.reshape(x.shape[0], *shape)
+    return x * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else x
+
+
+def _to_unit(model, x: torch.Tensor) -> torch.Tensor:
+    lo, hi = model.likelihood.data_range
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def _init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve(config, out, resume: bool, overrides: dict[str, Any]) -> RunConfig:
+    run_dir = Path(out)
+    if not resume:
+        return (
+            load_config(config, overrides)
+            if not isinstance(config, RunConfig)
+            else config.replace(**overrides)
+        )
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise ValueError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
+    saved = config_from_dict(yaml.safe_load(saved_path.read_text()))
+    if isinstance(config, RunConfig):
+        wanted = config.replace(**overrides)
+    elif config is not None:
+        wanted = load_config(config, overrides)
+    else:
+        wanted = saved.replace(**overrides)
+    if wanted.model != saved.model:
+        changed = {
+            k: (getattr(saved.model, k), getattr(wanted.model, k))
+            for k in vars(saved.model)
+            if getattr(saved.model, k) != getattr(wanted.model, k)
+        }
+        raise ValueError(
+            f"--resume with a different architecture: {changed} (saved -> requested); "
+            "start a new run folder instead"
+        )
+    return wanted
+
+
+def train(
+    config: str | os.PathLike | RunConfig | None = None,
+    out: str | os.PathLike = "runs/default",
+    resume: bool = False,
+    progress: bool = True,
+    evaluate_after: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Train a VAE as ``config`` (a YAML path or RunConfig) and flat ``overrides`` say.
+
+    Then evaluate it on the test split (``eval_samples`` importance samples), draw the
+    figures and write ``report.html``. Returns the run folder. Under ``torchrun`` every
+    process trains its shard of each batch; only rank 0 writes files.
+    """
+    cfg = _resolve(config, out, resume, overrides)
+    run_dir = Path(out)
+    _init_distributed()
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    splits = load_data(cfg.train)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
+    model = build_model(
+        cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x
+    ).to(device)
+    objective = build_objective(cfg.objective, cfg.model.prior)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if not resume and (run_dir / "metrics.jsonl").exists():
+            (run_dir / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
+    trained = wrap_distributed(model)
+    if cfg.train.compile:
+        trained = torch.compile(trained)
+    trainer = Trainer(
+        trained, objective, splits, cfg, run_dir, input_shape=shape, progress=progress
+    )
+    summary = trainer.fit(resume=resume)
+    if rank != 0:
+        return run_dir
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if evaluate_after:
+        evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
+    return run_dir
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+    """``(model, config, splits)`` of a run folder; ``which`` = ``"best"`` or ``"last"``."""
+    run_dir = Path(run_dir)
+    check_choice("which", which, ("best", "last"))
+    path = run_dir / ("best.pt" if which == "best" else "checkpoint.pt")
+    if which == "best" and not path.exists():
+        path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(state["config"])
+    splits = load_data(cfg.train)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(
+            f"checkpoint {path} does not match its own config: {str(e).splitlines()[0]}"
+        ) from None
+    return model.to(device).eval(), cfg, splits
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    samples: int = 5000,
+    batch_size: int = 100,
+    split: str = "test",
+    progress: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on a fixed seeded draw of ``split``; write ``eval.json``.
+
+    Also redraws the figures and the report (``figures=True``). Returns the eval dict.
+    """
+    run_dir = Path(run_dir)
+    check_choice("split", split, ("test", "valid"))
+    model, cfg, splits = load_run(run_dir, "best")
+    model.to(resolve_device(cfg.train.device))
+    data = getattr(splits, split)
+    if data is None:
+        raise ValueError(f"the data set has no {split!r} split")
+    view = data.eval_view()
+    shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
+    x = _prepare(model, view.x, shape)
+    result = evaluate(model, x, samples=samples, batch_size=batch_size, progress=progress)
+    result = {
+        "split": split,
+        "checkpoint": "best.pt" if (run_dir / "best.pt").exists() else "checkpoint.pt",
+        **result,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    if figures:
+        draw_figures(run_dir, model, cfg, splits, x, view.y, result)
+        write_report(run_dir)
+    return result
+
+
+@torch.no_grad()
+def draw_figures(
+    run_dir: Path, model, cfg: RunConfig, splits, x: torch.Tensor, labels, result=None
+) -> None:
+    """samples.png, reconstructions.png, traversal.png, latent.png, loss_curves.png, kl_per_dim.png."""
+    image_shape = tuple(splits.image_shape)
+    device = next(model.parameters()).device
+
+    def images(t: torch.Tensor) -> torch.Tensor:
+        return _to_unit(model, t.float().cpu()).reshape(t.shape[0], *image_shape)
+
+    torch.manual_seed(cfg.train.seed)
+    plots.save_image_grid(
+        images(model.sample(64)), run_dir / "samples.png", title="samples: E[x | z], z ~ p(z)"
+    )
+    xs = x[:16].to(device)
+    plots.save_reconstructions(
+        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
+    )
+    means = posterior_means(model, x)
+    # traverse the 8 dimensions that carry the most information, from -3 to 3 around the mean code
+    order = means.var(0).argsort(descending=True)[:8]
+    values = torch.linspace(-3, 3, 9)
+    z = means[:1].repeat(len(order), len(values), 1)
+    for i, d in enumerate(order):
+        z[i, :, d] = values
+    decoded = model.decode(z.to(device)).mean
+    trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
+    plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
+    plots.save_latent_scatter(
+        means[:5000], None if labels is None else labels[:5000], run_dir / "latent.png"
+    )
+    rows = _read_metrics(run_dir)
+    if any(r.get("split") in ("train", "valid") for r in rows):
+        epoch_rows = [r for r in rows if r.get("split") in ("train", "valid")]
+        plots.save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
+    if result and "kl_per_dim" in result:
+        plots.save_bar(
+            result["kl_per_dim"],
+            run_dir / "kl_per_dim.png",
+            "KL per latent dimension",
+            "latent dimension",
+            "KL (nats)",
+        )
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return rows
+
+
+@torch.no_grad()
+def sample_run(
+    run_dir: str | os.PathLike,
+    n: int = 64,
+    out: str | os.PathLike | None = None,
+    seed: int = 0,
+    mean: bool = True,
+) -> Path:
+    """Draw ``n`` samples from a run's best model into a PNG grid; returns its path."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; received {n}")
+    model, cfg, splits = load_run(run_dir, "best")
+    torch.manual_seed(seed)
+    x = model.sample(n, mean=mean)
+    imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
+    path = Path(out) if out is not None else Path(run_dir) / "samples.png"
+    return plots.save_image_grid(imgs, path, title=f"{n} samples")

@@ -1,0 +1,445 @@
+"""The training loop: Adam, beta warm-up, clipping, early stopping, exact resume, DDP.
+
+Determinism: ``fit`` seeds torch's global generator (the reparameterisation noise) and
+a data generator (order and dynamic binarisation) from ``seed``; both states go into
+every checkpoint, together with the position inside the epoch, so a resumed run takes
+exactly the steps an uninterrupted one would (bit-for-bit on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from vaekit._checks import validation
+from vaekit.config import RunConfig
+from vaekit.objectives import ELBO
+from vaekit.schedules import Constant, LinearWarmup
+from vaekit.training.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "resolve_device"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the step and checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM: a checkpoint was written at ``step`` and the run can be resumed."""
+
+    def __init__(self, step: int, path: Path | None):
+        super().__init__(f"interrupted at step {step}; checkpoint: {path}")
+        self.step, self.path = step, path
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA if available, else MPS, else CPU; anything else as torch spells it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; received {name!r}"
+        ) from None
+
+
+class _DDP(nn.parallel.DistributedDataParallel):
+    # objectives read model.posterior / model.prior; forward still goes through DDP
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@dataclass
+class _EpochState:
+    """Where a run stands; everything here goes into the checkpoint."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already taken (mid-epoch resume)
+    best_valid: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    skipped_nan: int = 0
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Trains ``model`` on ``splits.train`` with ``objective``; writes into ``run_dir``.
+
+    Nothing happens at construction: :meth:`fit` creates the folder, seeds the
+    generators and runs. Files written (rank 0): ``checkpoint.pt`` (every epoch and on
+    SIGINT/SIGTERM), ``best.pt`` (best validation ELBO), ``metrics.jsonl`` and
+    ``tb/`` (TensorBoard, when installed).
+
+    Args:
+        model: a :class:`~vaekit.VAE`.
+        objective: ``objective(model, x) -> LossOutput`` (an ELBO also takes ``beta=``).
+        splits: :class:`vaekit.data.DataSplits`; ``valid`` drives early stopping.
+        config: the resolved :class:`~vaekit.config.RunConfig` (saved in checkpoints).
+        run_dir: output folder, or None to keep nothing on disk.
+        input_shape: shape of one example as the encoder takes it (reshaped from flat).
+        beta: schedule ``step -> beta`` for an ELBO; default a linear warm-up over
+            ``objective.warmup_epochs`` epochs to ``objective.beta``.
+        optimizer: default ``Adam(lr=train.lr)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Callable,
+        splits,
+        config: RunConfig,
+        run_dir: str | os.PathLike | None = None,
+        *,
+        input_shape: tuple[int, ...] | None = None,
+        beta: Callable[[int], float] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        progress: bool = True,
+    ):
+        self.model, self.objective, self.splits, self.config = model, objective, splits, config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.input_shape = (
+            tuple(input_shape) if input_shape is not None else tuple(splits.event_shape)
+        )
+        self.tc = config.train
+        self.progress = progress
+        self.optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=self.tc.lr)
+        self.rank, self.world = _world()
+        train = splits.train
+        n = (
+            len(train)
+            if not self.tc.max_train_examples
+            else min(len(train), self.tc.max_train_examples)
+        )
+        if n == 0:
+            raise ValueError("the training set is empty (0 examples)")
+        if self.tc.batch_size > n:
+            raise ValueError(
+                f"batch_size ({self.tc.batch_size}) is larger than the training set ({n} examples); "
+                f"use --batch-size {n} or less"
+            )
+        if self.tc.batch_size % self.world:
+            raise ValueError(
+                f"batch_size ({self.tc.batch_size}) must be divisible by the number of processes ({self.world})"
+            )
+        self.steps_per_epoch = math.ceil(n / self.tc.batch_size)
+        oc = config.objective
+        self.beta = beta or LinearWarmup(oc.beta, round(oc.warmup_epochs * self.steps_per_epoch))
+        if not isinstance(objective, ELBO):
+            self.beta = Constant(1.0)
+        self.state = _EpochState()
+        self._stop_signal: int | None = None
+        self._tb = None
+
+    # -- files ---------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir else None
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.rank or self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k not in ("epoch", "step"):
+                    self._tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
+
+    def _state_dict(self, generator: torch.Generator, epoch_start_gen: torch.Tensor, sums) -> dict:
+        s = self.state
+        model = self.model.module if isinstance(self.model, _DDP) else self.model
+        return {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.config.to_dict(),
+            "progress": dict(vars(s)),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "data": generator.get_state(),
+                "data_epoch_start": epoch_start_gen,
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "epoch_sums": {k: v.detach().cpu() for k, v in sums.items()},
+        }
+
+    def _save(self, name: str, state: dict) -> Path | None:
+        if self.rank or self.run_dir is None:
+            return None
+        return save_checkpoint(state, self.run_dir / name)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for ``train.epochs`` epochs (or until early stopping); returns a summary dict."""
+        tc = self.tc
+        if self.run_dir is not None and self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(tc.seed)
+        generator = torch.Generator().manual_seed(tc.seed + 1)
+        epoch_start_gen = generator.get_state()
+        sums: dict[str, torch.Tensor] = {}
+        if resume:
+            ckpt = self._load_resume()
+            epoch_start_gen = ckpt["rng"]["data_epoch_start"]
+            generator.set_state(ckpt["rng"]["data"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+            sums = {k: v.to(self._device) for k, v in ckpt["epoch_sums"].items()}
+        if self.run_dir is not None and self.rank == 0 and tc.tensorboard:
+            self._tb = _summary_writer(self.run_dir / "tb")
+        old_handlers = self._install_signal_handlers()
+        try:
+            # value checks were done once on the data; in the loop they would cost a sync per call
+            with validation(False):
+                self._loop(generator, epoch_start_gen, sums)
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            if self._tb is not None:
+                self._tb.close()
+        s = self.state
+        return {
+            "epochs": s.epoch,
+            "steps": s.step,
+            "best_valid_elbo": s.best_valid,
+            "best_epoch": s.best_epoch,
+            "stopped_early": s.stopped_early,
+            "skipped_nan_steps": s.skipped_nan,
+        }
+
+    @property
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def _loop(self, generator: torch.Generator, epoch_start_gen: torch.Tensor, sums) -> None:
+        tc, s = self.tc, self.state
+        train = self.splits.train
+        if tc.max_train_examples:
+            m = tc.max_train_examples
+            train = dataclasses.replace(
+                train, x=train.x[:m], y=None if train.y is None else train.y[:m]
+            )
+        device = self._device
+        train = train.to(device)
+        lo, hi = getattr(_unwrap(self.model).likelihood, "data_range", (0.0, 1.0))
+        local = tc.batch_size // self.world
+        while s.epoch < tc.epochs and not s.stopped_early:
+            t0 = time.perf_counter()
+            if s.batch_in_epoch == 0:
+                epoch_start_gen = generator.get_state()
+                sums = {}
+            else:
+                # mid-epoch resume: replaying the data stream from the epoch's start redraws
+                # the same order and binarisations; the skipped batches cost no model work
+                generator.set_state(epoch_start_gen)
+            self.model.train()
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=s.batch_in_epoch,
+                desc=f"epoch {s.epoch + 1}/{tc.epochs}",
+                disable=None if self.progress and self.rank == 0 else True,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            for i, (x, _) in enumerate(
+                train.batches(tc.batch_size, shuffle=True, generator=generator)
+            ):
+                if i < s.batch_in_epoch:
+                    continue
+                x = x[self.rank * local : (self.rank + 1) * local] if self.world > 1 else x
+                x = x.reshape(x.shape[0], *self.input_shape)
+                if (lo, hi) != (0.0, 1.0):
+                    x = x * (hi - lo) + lo
+                self._step(x, sums, generator, epoch_start_gen)
+                s.batch_in_epoch = i + 1
+                bar.update(1)
+                if s.step % tc.log_every == 0:
+                    row = _means(sums)
+                    bar.set_postfix(
+                        {k: f"{v:.2f}" for k, v in row.items() if k in ("loss", "rec", "kl")}
+                    )
+                    self._log({"split": "step", "epoch": s.epoch, "step": s.step, **row})
+                if self._stop_signal is not None:
+                    bar.close()
+                    path = self._save(
+                        "checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums)
+                    )
+                    raise TrainingInterrupted(s.step, path)
+            bar.close()
+            train_row = _means(sums)
+            s.epoch += 1
+            s.batch_in_epoch = 0
+            valid_elbo = self._validate()
+            improved = valid_elbo > s.best_valid
+            if improved:
+                s.best_valid, s.best_epoch, s.bad_epochs = valid_elbo, s.epoch, 0
+            else:
+                s.bad_epochs += 1
+                s.stopped_early = bool(tc.patience) and s.bad_epochs >= tc.patience
+            elapsed = time.perf_counter() - t0
+            self._log(
+                {
+                    "split": "train",
+                    "epoch": s.epoch,
+                    "step": s.step,
+                    **train_row,
+                    "beta": self.beta(s.step),
+                    "seconds": elapsed,
+                }
+            )
+            self._log({"split": "valid", "epoch": s.epoch, "step": s.step, "elbo": valid_elbo})
+            if self.rank == 0 and self.progress:
+                tqdm.write(
+                    f"epoch {s.epoch:4d}  loss {train_row.get('loss', float('nan')):8.3f}  "
+                    f"valid ELBO {valid_elbo:9.3f}  ({elapsed:.1f}s)"
+                )
+            state = self._state_dict(generator, epoch_start_gen, {})
+            if improved:
+                self._save("best.pt", state)
+            self._save("checkpoint.pt", state)
+
+    def _step(self, x: torch.Tensor, sums, generator, epoch_start_gen) -> None:
+        s, tc = self.state, self.tc
+        if isinstance(self.objective, ELBO):
+            out = self.objective(self.model, x, beta=self.beta(s.step))
+        else:
+            out = self.objective(self.model, x)
+        loss = out.loss
+        if not bool(torch.isfinite(loss)):
+            if tc.on_nan == "skip":
+                s.skipped_nan += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                return
+            last = (
+                self.checkpoint_path
+                if self.checkpoint_path and self.checkpoint_path.exists()
+                else None
+            )
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at step {s.step} (epoch {s.epoch + 1}); "
+                f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
+                "enable --grad-clip, or pass --on-nan skip to skip such batches"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        s.step += 1
+        # aggregate on the device; the host sees them only at log points
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, torch.zeros((), device=v.device)) + v.detach()
+        sums["_n"] = sums.get("_n", torch.zeros((), device=loss.device)) + 1
+
+    @torch.no_grad()
+    def _validate(self) -> float:
+        """Mean ELBO (nats) on the fixed validation draw; -inf-safe when there is no split."""
+        valid = self.splits.valid
+        if valid is None or len(valid) == 0:
+            return -math.inf
+        model = _unwrap(self.model)
+        model.eval()
+        x_all = valid.eval_view().x
+        lo, hi = getattr(model.likelihood, "data_range", (0.0, 1.0))
+        total, n = 0.0, 0
+        objective = ELBO(kl=getattr(self.objective, "kl", "mc"))
+        for i in range(0, x_all.shape[0], self.tc.eval_batch_size):
+            x = x_all[i : i + self.tc.eval_batch_size].to(self._device)
+            x = x.reshape(x.shape[0], *self.input_shape)
+            if (lo, hi) != (0.0, 1.0):
+                x = x * (hi - lo) + lo
+            total += objective(model, x, beta=1.0).per_example["bound"].sum().item()
+            n += x.shape[0]
+        model.train()
+        return total / n
+
+    def _load_resume(self) -> dict:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            raise ValueError(f"--resume needs a checkpoint; none at {path}")
+        ckpt = load_checkpoint(path, map_location=self._device)
+        model = _unwrap(self.model)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise ValueError(
+                f"checkpoint {path} does not fit this model (a different architecture?): "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = _EpochState(**ckpt["progress"])
+        return ckpt
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None  # signal handlers can only be set from the main thread
+
+        def handler(signum, frame):
+            self._stop_signal = signum
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _restore_signal_handlers(self, old) -> None:
+        if old:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, _DDP) else model
+
+
+def _means(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    n = sums.get("_n")
+    if n is None or float(n) == 0:
+        return {}
+    return {k: (v / n).item() for k, v in sums.items() if k != "_n"}
+
+
+def _summary_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: pip install "vaekit[tensorboard]"
+        return None
+    return SummaryWriter(str(path))
+
+
+def wrap_distributed(model: nn.Module) -> nn.Module:
+    """Wrap ``model`` in DistributedDataParallel when a process group is initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return model
+    device = next(model.parameters()).device
+    return _DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
