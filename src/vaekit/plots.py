@@ -1,0 +1,442 @@
+"""Figures for a run folder, written as PNG files.
+
+Every function takes tensors or arrays (never a model), writes one file and returns its
+``Path``. Figures are drawn on a ``matplotlib.figure.Figure`` with an explicit Agg canvas,
+not through ``pyplot``: importing or calling vaekit never switches the user's matplotlib
+backend, opens a window, or leaves figures in pyplot's global registry (a memory leak in
+long training loops).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from vaekit._checks import check_choice, check_range
+
+__all__ = [
+    "make_grid",
+    "save_image_grid",
+    "save_reconstructions",
+    "save_traversal",
+    "save_latent_scatter",
+    "save_loss_curves",
+    "save_histogram",
+    "save_bar",
+]
+
+_DPI = 100
+_SPLIT_COLORS = {"train": "tab:blue", "valid": "tab:orange", "test": "tab:green"}
+
+
+def _to_numpy(name: str, values, ndim: Sequence[int] | None = None) -> np.ndarray:
+    t = torch.as_tensor(values).detach().cpu().to(torch.float32)
+    if ndim is not None and t.dim() not in ndim:
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, ndim))} dimensions; "
+            f"received shape {tuple(t.shape)}"
+        )
+    return t.numpy()
+
+
+def _images(name: str, images, ndim: int) -> np.ndarray:
+    """Images with or without a channel axis -> float array [..., H, W, C] with C in {1, 3}."""
+    t = torch.as_tensor(images).detach().cpu().to(torch.float32)
+    if t.dim() == ndim - 1:  # no channel axis: grayscale
+        t = t.unsqueeze(-3)
+    if t.dim() != ndim or t.shape[-3] not in (1, 3):
+        raise ValueError(
+            f"{name} must have shape [..., C, H, W] with C 1 or 3 (or [..., H, W]) and "
+            f"{ndim} dimensions with C; received shape {tuple(t.shape)}"
+        )
+    check_range(name, t, 0.0, 1.0, "pass probabilities / means (e.g. sigmoid(logits)), not logits")
+    return t.movedim(-3, -1).numpy()
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)  # attaches itself to fig: render with Agg whatever pyplot's backend
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def make_grid(
+    images, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0
+) -> np.ndarray:
+    """Tile images into one RGB array ``[H', W', 3]`` with ``padding`` pixels between tiles.
+
+    Args:
+        images: ``[N, C, H, W]`` (C 1 or 3) or ``[N, H, W]``, values in [0, 1].
+        nrow: images per row (as in ``torchvision.utils.make_grid``); default ``ceil(sqrt(N))``.
+        padding: pixels between tiles and around the border.
+        pad_value: gray level of the padding (1 = white, so black-background digits stay apart).
+
+    Image ``i`` has its top-left pixel at row ``padding + (i // nrow) * (H + padding)``,
+    column ``padding + (i % nrow) * (W + padding)``.
+    """
+    imgs = _images("images", images, 4)
+    n, h, w, _ = imgs.shape
+    if n == 0:
+        raise ValueError("images must hold at least one image; received shape (0, ...)")
+    if imgs.shape[-1] == 1:
+        imgs = np.repeat(imgs, 3, axis=-1)
+    ncol = nrow if nrow is not None else math.ceil(math.sqrt(n))
+    if ncol < 1:
+        raise ValueError(f"nrow must be >= 1; received {nrow}")
+    ncol = min(ncol, n)
+    rows = math.ceil(n / ncol)
+    grid = np.full(
+        (padding + rows * (h + padding), padding + ncol * (w + padding), 3),
+        pad_value,
+        dtype=np.float32,
+    )
+    for i in range(n):
+        top, left = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
+        grid[top : top + h, left : left + w] = imgs[i]
+    return grid
+
+
+def _auto_scale(grid: np.ndarray, target: int = 800) -> int:
+    # Integer nearest-neighbour upscaling keeps pixels crisp: a 28x28 digit becomes visible
+    # without the blur of interpolation.
+    return max(1, min(8, round(target / max(grid.shape[:2]))))
+
+
+def _save_pixels(grid: np.ndarray, path, title: str | None, scale: int | None) -> Path:
+    """Write ``grid`` pixel for pixel (optionally scaled by an integer), title in a band above."""
+    scale = _auto_scale(grid) if scale is None else int(scale)
+    if scale < 1:
+        raise ValueError(f"scale must be an integer >= 1; received {scale}")
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+    h, w = grid.shape[:2]
+    band = 30 if title else 0
+    # Widen the canvas (white margins) when the title is wider than the grid: ~7 px a character
+    # at 10 pt and 100 dpi.
+    width = max(w, 7 * len(title) + 20) if title else w
+    fig = Figure(figsize=(width / _DPI, (h + band) / _DPI), dpi=_DPI)
+    fig.patch.set_facecolor("white")
+    # figimage draws the array unresampled, one array pixel per output pixel.
+    fig.figimage(grid, xo=(width - w) // 2, yo=0, origin="upper")
+    if title:
+        fig.text(0.5, 1 - (band / 2) / (h + band), title, ha="center", va="center", fontsize=10)
+    return _save(fig, path)
+
+
+def save_image_grid(
+    images,
+    path: str | Path,
+    nrow: int | None = None,
+    title: str | None = None,
+    *,
+    padding: int = 2,
+    scale: int | None = None,
+) -> Path:
+    """Save images ``[N, C, H, W]`` or ``[N, H, W]`` (values in [0, 1]) as one tiled PNG.
+
+    Args:
+        images: the images; C is 1 (grayscale) or 3 (RGB).
+        path: output file.
+        nrow: images per row; default ``ceil(sqrt(N))``.
+        title: optional text in a band above the grid.
+        padding: white pixels between tiles (see :func:`make_grid` for the exact layout).
+        scale: integer upscaling factor (nearest neighbour); default: the factor that brings
+            the grid's longer side nearest to 800 pixels, between 1 and 8.
+
+    Without a title, the PNG is exactly the :func:`make_grid` array scaled by ``scale``.
+    """
+    return _save_pixels(make_grid(images, nrow, padding), path, title, scale)
+
+
+def save_reconstructions(
+    x,
+    x_rec,
+    path: str | Path,
+    *,
+    ncol: int | None = None,
+    title: str | None = "upper row: input · lower row: reconstruction",
+    scale: int | None = None,
+) -> Path:
+    """Save inputs and reconstructions in pairs of rows: inputs above, reconstructions below.
+
+    Args:
+        x, x_rec: ``[N, C, H, W]`` or ``[N, H, W]`` with the same shape, values in [0, 1].
+        path: output file.
+        ncol: images per row; default ``min(N, 16)``.
+        title, scale: as for :func:`save_image_grid`.
+    """
+    a, b = _images("x", x, 4), _images("x_rec", x_rec, 4)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"x and x_rec must have the same shape; received x {tuple(torch.as_tensor(x).shape)}"
+            f" and x_rec {tuple(torch.as_tensor(x_rec).shape)}"
+        )
+    n = a.shape[0]
+    ncol = min(ncol, n) if ncol is not None else min(n, 16)
+    blocks = []
+    for start in range(0, n, ncol):
+        chunk = slice(start, start + ncol)
+        blank = np.ones((ncol - len(a[chunk]), *a.shape[1:]), dtype=a.dtype)  # pad a short row
+        pair = np.concatenate([a[chunk], blank, b[chunk], blank])
+        blocks.append(make_grid(torch.from_numpy(pair).movedim(-1, 1), ncol))
+    # Stacked pair blocks share their border padding; a thin gray rule marks each new pair.
+    rule = np.full((2, blocks[0].shape[1], 3), 0.6, dtype=np.float32)
+    grid = np.concatenate([blocks[0], *[x for blk in blocks[1:] for x in (rule, blk)]])
+    return _save_pixels(grid, path, title, scale)
+
+
+def save_traversal(
+    images,
+    path: str | Path,
+    values: Sequence[float] | None = None,
+    *,
+    dims: Sequence[int] | None = None,
+    title: str | None = "latent traversal",
+) -> Path:
+    """Save a latent traversal: one row per latent dimension, one column per value.
+
+    Args:
+        images: ``[D_shown, steps, C, H, W]`` or ``[D_shown, steps, H, W]``, values in [0, 1];
+            ``images[i, j]`` decodes z with dimension ``dims[i]`` set to ``values[j]``.
+        path: output file.
+        values: the traversed values (column labels); default ``0 .. steps - 1``.
+        dims: the latent index of each row (row labels ``z{d}``); default ``0 .. D_shown - 1``.
+        title: figure title.
+    """
+    imgs = _images("images", images, 5)
+    n_dims, steps, h, w, _ = imgs.shape
+    values = list(values) if values is not None else list(range(steps))
+    dims = list(dims) if dims is not None else list(range(n_dims))
+    if len(values) != steps or len(dims) != n_dims:
+        raise ValueError(
+            f"images has {n_dims} rows and {steps} columns; received {len(dims)} dims and "
+            f"{len(values)} values"
+        )
+    flat = torch.from_numpy(imgs.reshape(-1, h, w, imgs.shape[-1])).movedim(-1, 1)
+    pad = 2
+    grid = make_grid(flat, steps, pad)
+    cell = 0.6  # inches per tile: readable for 28..64 pixel images
+    fig = Figure(figsize=(1.0 + cell * steps, 0.8 + cell * n_dims), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([pad + j * (w + pad) + w / 2 - 0.5 for j in range(steps)])
+    ax.set_xticklabels([f"{v:.3g}" if isinstance(v, float) else str(v) for v in values])
+    ax.set_yticks([pad + i * (h + pad) + h / 2 - 0.5 for i in range(n_dims)])
+    ax.set_yticklabels([f"z{d}" for d in dims])
+    ax.tick_params(length=0, labelsize=8)
+    ax.xaxis.tick_top()
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _pca2(z: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
+    """Project onto the first two principal components (exact SVD, so deterministic)."""
+    zc = z - z.mean(0, keepdims=True)
+    _, s, vt = np.linalg.svd(zc.astype(np.float64), full_matrices=False)
+    var = s**2 / max((s**2).sum(), np.finfo(np.float64).tiny)
+    return zc @ vt[:2].T, (f"PC1 ({var[0]:.0%} of variance)", f"PC2 ({var[1]:.0%} of variance)")
+
+
+def save_latent_scatter(
+    z,
+    labels,
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Scatter the latent codes in 2-D, coloured by label.
+
+    Args:
+        z: ``[N, D]`` codes (e.g. posterior means). D = 2 is plotted as is (axes ``z1``,
+            ``z2``); D > 2 is projected on its first two principal components (``PC1``, ``PC2``,
+            with their share of variance); D = 1 is plotted against zero.
+        labels: ``[N]`` or ``None``. Up to 20 distinct integer labels get a legend; other
+            labels (many classes, continuous factors) a colour bar.
+        path: output file.
+        title: figure title.
+    """
+    zs = _to_numpy("z", z, (2,))
+    n, d = zs.shape
+    if d > 2:
+        xy, (xl, yl) = _pca2(zs)
+    elif d == 2:
+        xy, (xl, yl) = zs, ("z1", "z2")
+    else:
+        xy, (xl, yl) = np.concatenate([zs, np.zeros_like(zs)], 1), ("z1", "(1-D latent)")
+    fig = Figure(figsize=(6, 5), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    size = 4 if n > 2000 else 10
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.6, color="tab:blue", linewidths=0)
+    else:
+        lab = _to_numpy("labels", labels, (1,))
+        if lab.shape[0] != n:
+            raise ValueError(f"labels must have shape [{n}] to match z; received {lab.shape}")
+        classes = np.unique(lab)
+        if np.all(classes == np.round(classes)) and len(classes) <= 20:
+            cmap = "tab10" if len(classes) <= 10 else "tab20"
+            for k, c in enumerate(classes):
+                m = lab == c
+                ax.scatter(
+                    xy[m, 0],
+                    xy[m, 1],
+                    s=size,
+                    alpha=0.7,
+                    linewidths=0,
+                    color=_cmap_color(cmap, k),
+                    label=str(int(c)),
+                )
+            ax.legend(
+                title="label",
+                markerscale=3 if size < 10 else 2,
+                fontsize=8,
+                loc="center left",
+                bbox_to_anchor=(1.0, 0.5),
+                frameon=False,
+            )
+        else:
+            sc = ax.scatter(
+                xy[:, 0], xy[:, 1], c=lab, s=size, alpha=0.7, cmap="viridis", linewidths=0
+            )
+            fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    ax.set_title(title or f"latent codes (N={n}, D={d})", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _cmap_color(name: str, k: int):
+    return colormaps[name](k % colormaps[name].N)
+
+
+def save_loss_curves(
+    records: Iterable[Mapping],
+    path: str | Path,
+    keys: Sequence[str] = ("loss", "rec", "kl", "elbo"),
+    *,
+    x: str = "auto",
+    title: str | None = None,
+) -> Path:
+    """Plot metrics per split (train, valid, ...) against epoch or step, one panel per key.
+
+    Args:
+        records: rows of ``metrics.jsonl``: ``{"step": .., "epoch": .., "split": "train" |
+            "valid", "loss": .., ...}``. Rows without a ``split`` count as ``"train"``.
+        path: output file.
+        keys: metrics to draw; keys found in no row are skipped (at least one must exist).
+        x: ``"epoch"``, ``"step"`` or ``"auto"`` (step when every row has one, else epoch).
+            Rows that share a split and an x value are averaged (per-batch rows -> one point
+            per epoch).
+        title: figure title.
+    """
+    rows = list(records)
+    check_choice("x", x, ("auto", "epoch", "step"))
+    if x == "auto":
+        x = "step" if rows and all("step" in r for r in rows) else "epoch"
+    present = [k for k in keys if any(_is_number(r.get(k)) for r in rows)]
+    if not present:
+        numeric = sorted({k for r in rows for k, v in r.items() if _is_number(v)} - {x})
+        raise ValueError(
+            f"none of keys {list(keys)} holds a number in records; numeric keys present: {numeric}"
+        )
+    # series[key][split][x] -> list of values
+    series: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if not _is_number(r.get(x)):
+            continue
+        for k in present:
+            if _is_number(r.get(k)):
+                series[k][str(r.get("split", "train"))][r[x]].append(float(r[k]))
+
+    ncols = min(len(present), 2)
+    nrows = math.ceil(len(present) / ncols)
+    fig = Figure(figsize=(5.5 * ncols, 3.5 * nrows), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, k in zip(axes, present, strict=False):
+        for split, points in series[k].items():
+            xs = sorted(points)
+            ys = [float(np.mean(points[v])) for v in xs]
+            style = "-" if len(xs) > 30 else "-o"
+            ax.plot(xs, ys, style, ms=3, lw=1.5, label=split, color=_SPLIT_COLORS.get(split))
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{k} (nats)" if k in ("loss", "rec", "kl", "elbo", "nll") else k)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(present) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def save_histogram(
+    values,
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str | None = None,
+    *,
+    bins: int | str = "auto",
+) -> Path:
+    """Histogram of ``values`` (any shape, flattened), e.g. per-example NLL or code usage."""
+    v = _to_numpy("values", values).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("values must hold at least one finite number; received none")
+    fig = Figure(figsize=(6, 4), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(v, bins=bins, color="tab:blue", alpha=0.85, edgecolor="white", linewidth=0.5)
+    ax.set_xlabel(xlabel or "value")
+    ax.set_ylabel("count")
+    ax.set_title(title or f"histogram (N={v.size})", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def save_bar(
+    values,
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    *,
+    tick_labels: Sequence[str] | None = None,
+) -> Path:
+    """Bar chart of a 1-D ``values`` ``[K]``, bar ``i`` at x = i (e.g. KL per latent dim, nats)."""
+    v = _to_numpy("values", values, (1,))
+    fig = Figure(
+        figsize=(max(4.0, min(12.0, 0.25 * v.size + 2)), 4), dpi=_DPI, layout="constrained"
+    )
+    ax = fig.add_subplot()
+    idx = np.arange(v.size)
+    ax.bar(idx, v, color="tab:blue", width=0.8)
+    if tick_labels is not None:
+        if len(tick_labels) != v.size:
+            raise ValueError(
+                f"tick_labels must have {v.size} entries to match values; received "
+                f"{len(tick_labels)}"
+            )
+        ax.set_xticks(idx, list(tick_labels), rotation=90 if v.size > 20 else 0, fontsize=8)
+    elif v.size <= 40:
+        ax.set_xticks(idx)
+    ax.set_xlabel(xlabel or "index")
+    ax.set_ylabel(ylabel or "value")
+    ax.set_title(title or "", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
