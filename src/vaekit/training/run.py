@@ -215,24 +215,7 @@ def draw_figures(
     def images(t: torch.Tensor) -> torch.Tensor:
         return _to_unit(model, t.float().cpu()).reshape(t.shape[0], *image_shape)
 
-    torch.manual_seed(cfg.train.seed)
-    plots.save_image_grid(
-        images(model.sample(64)), run_dir / "samples.png", title="samples: E[x | z], z ~ p(z)"
-    )
-    xs = x[:16].to(device)
-    plots.save_reconstructions(
-        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
-    )
     means = posterior_means(model, x)
-    # traverse the 8 dimensions that carry the most information, from -3 to 3 around the mean code
-    order = means.var(0).argsort(descending=True)[:8]
-    values = torch.linspace(-3, 3, 9)
-    z = means[:1].repeat(len(order), len(values), 1)
-    for i, d in enumerate(order):
-        z[i, :, d] = values
-    decoded = model.decode(z.to(device)).mean
-    trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
-    plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
     plots.save_latent_scatter(
         means[:5000], None if labels is None else labels[:5000], run_dir / "latent.png"
     )
@@ -248,6 +231,25 @@ def draw_figures(
             "latent dimension",
             "KL (nats)",
         )
+    if len(image_shape) != 3:
+        return  # not images: no sample grids
+    torch.manual_seed(cfg.train.seed)
+    plots.save_image_grid(
+        images(model.sample(64)), run_dir / "samples.png", title="samples: E[x | z], z ~ p(z)"
+    )
+    xs = x[:16].to(device)
+    plots.save_reconstructions(
+        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
+    )
+    # traverse the 8 dimensions that carry the most information, from -3 to 3 around the mean code
+    order = means.var(0).argsort(descending=True)[:8]
+    values = torch.linspace(-3, 3, 9)
+    z = means[:1].repeat(len(order), len(values), 1)
+    for i, d in enumerate(order):
+        z[i, :, d] = values
+    decoded = model.decode(z.to(device)).mean
+    trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
+    plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
@@ -275,6 +277,10 @@ def sample_run(
     if n < 1:
         raise ValueError(f"n must be >= 1; received {n}")
     model, cfg, splits = load_run(run_dir, "best")
+    if len(splits.image_shape) != 3:
+        raise ValueError(
+            f"samples are drawn as images; this run's data have shape {splits.image_shape}"
+        )
     torch.manual_seed(seed)
     x = model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)

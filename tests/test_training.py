@@ -1,0 +1,301 @@
+"""Trainer, config and CLI on tiny synthetic data: exact resume, NaN handling, run folders."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vaekit.cli import main
+from vaekit.config import RunConfig, load_config
+from vaekit.data import from_file, from_tensor
+from vaekit.models.build import build_model, build_objective
+from vaekit.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vaekit.training.trainer import Trainer, TrainingError, TrainingInterrupted
+
+TINY = dict(
+    network="mlp",
+    hidden=(32,),
+    latent_dim=4,
+    epochs=3,
+    batch_size=20,
+    eval_samples=8,
+    tensorboard=False,
+    log_every=5,
+)
+
+
+def _data(n: int = 100, d: int = 16, seed: int = 0):
+    g = np.random.default_rng(seed)
+    protos = g.random((4, d))
+    make = lambda m: np.clip(protos[g.integers(0, 4, m)] + 0.1 * g.normal(size=(m, d)), 0, 1)  # noqa: E731
+    return make(n).astype(np.float32), make(40).astype(np.float32), make(40).astype(np.float32)
+
+
+@pytest.fixture
+def npz(tmp_path):
+    train, valid, test = _data()
+    path = tmp_path / "tiny.npz"
+    np.savez(
+        path,
+        train=train.reshape(-1, 4, 4),  # [N, H, W] images: the pictures get drawn too
+        valid=valid.reshape(-1, 4, 4),
+        test=test.reshape(-1, 4, 4),
+        test_labels=np.arange(40) % 4,
+    )
+    return path
+
+
+def _trainer(run_dir, binarize="dynamic", **overrides):
+    cfg = RunConfig().replace(**{**TINY, **overrides})
+    train, valid, test = _data()
+    splits = from_tensor(train, valid, test, binarize=binarize, seed=0, image_shape=(1, 4, 4))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, splits.image_shape, splits.event_shape)
+    objective = build_objective(cfg.objective, cfg.model.prior)
+    return Trainer(model, objective, splits, cfg, run_dir, progress=False), model
+
+
+def _params(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+def _assert_bitwise_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_resume_after_epoch_equals_uninterrupted_run(tmp_path, binarize):
+    full, model_full = _trainer(tmp_path / "full", binarize, epochs=3)
+    full.fit()
+    part, _ = _trainer(tmp_path / "part", binarize, epochs=1)
+    part.fit()
+    resumed, model_resumed = _trainer(tmp_path / "part", binarize, epochs=3)
+    resumed.fit(resume=True)
+    _assert_bitwise_equal(_params(model_full), _params(model_resumed))
+    assert resumed.state.step == full.state.step == 15
+
+
+def test_resume_mid_epoch_after_sigint_equals_uninterrupted_run(tmp_path, monkeypatch):
+    full, model_full = _trainer(tmp_path / "full", warmup_epochs=2.0)
+    full.fit()
+
+    interrupted, _ = _trainer(tmp_path / "part", warmup_epochs=2.0)
+    original = Trainer._step
+
+    def step_then_signal(self, *args):
+        original(self, *args)
+        if self.state.step == 7:  # in the middle of epoch 2
+            self._stop_signal = signal.SIGINT
+
+    monkeypatch.setattr(Trainer, "_step", step_then_signal)
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.fit()
+    assert info.value.step == 7 and info.value.path.exists()
+    monkeypatch.setattr(Trainer, "_step", original)
+
+    resumed, model_resumed = _trainer(tmp_path / "part", warmup_epochs=2.0)
+    resumed.fit(resume=True)
+    _assert_bitwise_equal(_params(model_full), _params(model_resumed))
+    # the metrics log of the interrupted-then-resumed run has the same epoch rows
+    rows = lambda p: [  # noqa: E731
+        json.loads(line)
+        for line in (p / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train"
+    ]
+    for a, b in zip(rows(tmp_path / "full"), rows(tmp_path / "part"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path, monkeypatch):
+    trainer, model = _trainer(tmp_path / "run", epochs=2)
+    trainer.fit()  # writes a good checkpoint
+    good = _params(model)
+    trainer2, _ = _trainer(tmp_path / "run", epochs=4)
+    # resume from the good checkpoint (step 10), then poison the weights before the next step
+    original = Trainer._step
+
+    def poisoned(self, x, *args):
+        with torch.no_grad():
+            next(iter(self.model.decoder.parameters())).fill_(float("nan"))
+        return original(self, x, *args)
+
+    monkeypatch.setattr(Trainer, "_step", poisoned)
+    with pytest.raises(TrainingError, match=r"step 10 .*checkpoint.pt"):
+        trainer2.fit(resume=True)
+    # the checkpoint on disk is still the good one
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    for a, b in zip(state["model"].values(), good, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_on_nan_skip_counts_and_skips(tmp_path, monkeypatch):
+    trainer, model = _trainer(tmp_path / "run", epochs=1, on_nan="skip")
+    original_call = type(trainer.objective).__call__
+    calls = {"n": 0}
+
+    def sometimes_nan(self, model, x, **kw):
+        out = original_call(self, model, x, **kw)
+        calls["n"] += 1
+        if calls["n"] % 2 == 0:
+            return type(out)(out.loss * float("nan"), out.per_example, out.metrics)
+        return out
+
+    monkeypatch.setattr(type(trainer.objective), "__call__", sometimes_nan)
+    summary = trainer.fit()
+    assert summary["skipped_nan_steps"] == 2 and summary["steps"] == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_early_stopping(tmp_path):
+    trainer, _ = _trainer(tmp_path / "run", epochs=50, patience=1, lr=0.5)
+    summary = trainer.fit()
+    assert summary["stopped_early"] and summary["epochs"] < 50
+    assert summary["best_epoch"] == summary["epochs"] - 1
+
+
+def test_trainer_rejects_bad_sizes(tmp_path):
+    with pytest.raises(ValueError, match="batch_size .*larger than the training set"):
+        _trainer(tmp_path, batch_size=1000)
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_config_yaml_nested_flat_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"latent_dim": 8}, "epochs": 7, "hidden": [64, 32]}))
+    cfg = load_config(path, {"epochs": "9", "beta": "0.5"})
+    assert cfg.model.latent_dim == 8 and cfg.model.hidden == (64, 32)
+    assert cfg.train.epochs == 9 and cfg.objective.beta == 0.5
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"latnet_dim": 3}, "did you mean 'latent_dim'"),
+        ({"model": {"epochs": 3}}, "belongs to 'train'"),
+        ({"epochs": "many"}, "epochs"),
+    ],
+    ids=["typo", "wrong-section", "bad-type"],
+)
+def test_config_rejects_bad_keys(tmp_path, data, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=match):
+        load_config(path)
+
+
+def test_checkpoint_is_atomic_and_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+    torch.save({"model": {}, "evil": RunConfig()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def _cli_train(npz, out, *extra):
+    flags = [
+        "train", "--dataset", "file", "--data-root", str(npz), "--binarize", "static",
+        "--network", "mlp", "--hidden", "32", "--latent-dim", "3", "--epochs", "2",
+        "--batch-size", "20", "--eval-samples", "16", "--no-tensorboard", "--quiet",
+        "--out", str(out), *extra,
+    ]  # fmt: skip
+    return main(flags)
+
+
+def test_cli_train_eval_sample_report(npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli_train(npz, out) == 0
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "best.pt",
+        "eval.json",
+        "report.html",
+        "samples.png",
+        "reconstructions.png",
+        "loss_curves.png",
+    ):
+        assert (out / name).exists(), name
+    result = json.loads((out / "eval.json").read_text())
+    for key in ("nll", "elbo", "rec", "kl", "bits_per_dim", "active_units"):
+        assert key in result
+    # the IS estimate is a tighter bound than the ELBO: nll <= -elbo (up to MC noise)
+    assert result["nll"] <= -result["elbo"] + 0.5
+    assert result["bits_per_dim"] == pytest.approx(result["nll"] / (16 * np.log(2)))
+    assert main(["eval", str(out), "--samples", "32", "--quiet"]) == 0
+    assert json.loads((out / "eval.json").read_text())["samples"] == 32
+    assert main(["sample", str(out), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 100
+    assert main(["report", str(out)]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["latent_dim"] == 3 and saved["train"]["epochs"] == 2
+
+
+def test_cli_resume_continues_and_rejects_other_architecture(npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli_train(npz, out, "--no-eval") == 0
+    assert (
+        main(["train", "--out", str(out), "--resume", "--epochs", "3", "--quiet", "--no-eval"]) == 0
+    )
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "valid"
+    ]
+    assert epochs == [1, 2, 3]
+    assert main(["train", "--out", str(out), "--resume", "--latent-dim", "5", "--quiet"]) == 2
+    assert "different architecture" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prior", "vampp"], "did you mean 'vamp'"),
+        (["--likelihood", "bernouli"], "did you mean 'bernoulli'"),
+        (["--objective", "iwea"], "objective"),
+        (["--beta", "-1"], "beta"),
+        (["--k", "0", "--objective", "iwae"], "k must"),
+        (["--latent-dim", "0"], "latent_dim"),
+        (["--epochs", "two"], "epochs"),
+    ],
+    ids=["prior", "likelihood", "objective", "beta", "k", "latent", "epochs"],
+)
+def test_cli_bad_flags_are_clear_errors(npz, tmp_path, capsys, flags, message):
+    assert _cli_train(npz, tmp_path / "run", *flags) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_mnist_names_the_fetch_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "empty"))
+    assert main(["train", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "vaekit data fetch mnist" in capsys.readouterr().err
+
+
+def test_data_range_of_discretized_logistic(npz, tmp_path):
+    # [0, 1] data are mapped onto the likelihood's [-1, 1] for training and evaluation
+    out = tmp_path / "run"
+    assert _cli_train(npz, out, "--likelihood", "discretized_logistic", "--binarize", "none") == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert np.isfinite(result["nll"]) and result["nll"] > 0
+
+
+def test_from_file_round_trip(npz):
+    splits = from_file(npz)
+    assert splits.train.x.shape == (100, 16) and splits.test.y.shape == (40,)
+    assert splits.image_shape == (1, 4, 4)
