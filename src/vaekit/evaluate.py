@@ -141,11 +141,12 @@ def evaluate(
             log_px.append((lse - math.log(samples)).cpu())
             rec.append((-rec_sum / samples).cpu())
             kl_mc.append((kl_sum / samples).cpu())
-            q, p = model.encode(xb.to(device)), model.prior()
-            try:
-                kl_dims.append(analytic_kl(q, p, per_dim=True).cpu())
-            except ValueError:
-                kl_dims = None
+            if kl_dims is not None:
+                try:
+                    q, p = model.encode(xb.to(device)), model.prior()
+                    kl_dims.append(analytic_kl(q, p, per_dim=True).cpu())
+                except ValueError:  # no closed form (mixture priors): Monte Carlo KL below
+                    kl_dims = None
     finally:
         model.train(was_training)
     log_px, rec = torch.cat(log_px), torch.cat(rec)

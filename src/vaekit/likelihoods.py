@@ -243,8 +243,12 @@ class _LocScale(Likelihood):
         super().__init__()
         if isinstance(scale, str):
             check_choice("scale", scale, self._scale_choices())
-        elif not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive float or 'learned'; received {scale!r}")
+        elif isinstance(scale, bool) or not (
+            isinstance(scale, int | float) and math.isfinite(scale) and scale > 0
+        ):
+            raise ValueError(
+                f"scale must be a positive float or one of {self._scale_choices()}; received {scale!r}"
+            )
         self.scale = scale
         self.n_params = 2 if scale == "learned" else 1
 

@@ -60,7 +60,7 @@ def analytic_kl(q: Distribution, p: Distribution, per_dim: bool = False) -> torc
             return kl_divergence(q.base_dist, p.base_dist)
         return kl_divergence(q, p)
     except NotImplementedError:
-        what = "a per-dimension" if per_dim else "an analytic"
+        what = "per-dimension" if per_dim else "analytic"
         raise ValueError(
             f"there is no {what} KL for the pair ({_describe(q)}, {_describe(p)}) in the "
             "torch.distributions kl_divergence registry; use kl='mc' (a Monte Carlo estimate) "

@@ -123,5 +123,6 @@ class VampPrior(nn.Module):
         if self.input_range is not None:
             u = torch.nn.functional.hardtanh(u, *self.input_range)
         components = self.posterior(self.encoder(u))  # batch [K], event [D]
-        weights = Categorical(logits=torch.zeros(self.components, device=u.device))
+        # weights in the pseudo-inputs' dtype: float32 zeros would round a float64 prior's log K
+        weights = Categorical(logits=torch.zeros(self.components, device=u.device, dtype=u.dtype))
         return MixtureSameFamily(weights, components, validate_args=False)

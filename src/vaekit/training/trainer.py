@@ -254,7 +254,11 @@ class Trainer:
         train = train.to(device)
         lo, hi = getattr(_unwrap(self.model).likelihood, "data_range", (0.0, 1.0))
         local = tc.batch_size // self.world
+        started = time.perf_counter()
         while s.epoch < tc.epochs and not s.stopped_early:
+            if tc.time_limit and time.perf_counter() - started > 60 * tc.time_limit:
+                s.stopped_early = True  # time budget spent: the last checkpoint is complete
+                break
             t0 = time.perf_counter()
             if s.batch_in_epoch == 0:
                 epoch_start_gen = generator.get_state()
