@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/out/vampprior")
+    p.add_argument("--resume", action="store_true", help="continue runs that have a checkpoint")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,8 +50,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
         t0 = time.time()
+        resume = args.resume and (out / variant / "checkpoint.pt").exists()
         run = vaekit.train(
             out=out / variant,
+            resume=resume,
             dataset="mnist",
             binarize="static",
             network="gated",

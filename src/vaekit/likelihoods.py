@@ -273,6 +273,8 @@ class Gaussian(_LocScale):
     ``scale``: a float (fixed sigma), ``"learned"`` (decoder outputs mean and log-sigma per
     value, log-sigma clamped to [-7, 7]) or ``"optimal"`` (sigma-VAE: one sigma per batch,
     ``sigma^2 = mean((x - mean)^2)``, detached, log-sigma >= -6; Rybkin et al. 2021).
+    With ``"optimal"`` an example's log p(x) depends on the rest of its batch (the shared
+    sigma), so its test NLL depends on the evaluation batch size: report it with that size.
     """
 
     family = Normal

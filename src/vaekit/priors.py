@@ -9,6 +9,7 @@ registry) and Monte Carlo for the mixtures.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -19,9 +20,15 @@ __all__ = ["StandardNormal", "LearnableGaussian", "MixtureOfGaussians", "VampPri
 
 
 def _check_dim(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        n = operator.index(value)  # accepts numpy integers, refuses floats
+    except TypeError:
+        n = 0
+    if n < 1:
         raise ValueError(f"{name} must be a positive integer; received {value!r}")
-    return value
+    return n
 
 
 class StandardNormal(nn.Module):
@@ -111,7 +118,7 @@ class VampPrior(nn.Module):
                     f"received {tuple(init.shape)}"
                 )
             idx = torch.randperm(init.shape[0])[:components]
-            u = init[idx].detach().clone().float()
+            u = init[idx].detach().clone()
         elif init == "random":
             u = 0.05 + 0.01 * torch.randn(components, *self.input_shape)
         else:
