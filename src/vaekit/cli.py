@@ -9,6 +9,7 @@ budget, evaluates it and writes the report.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -165,9 +166,38 @@ def _print_eval(run: Path) -> None:
     )
 
 
+def _options(parser: argparse.ArgumentParser, command: list[str]) -> list[str]:
+    """The ``--long`` options of ``parser`` and of the sub-command path ``command``."""
+    opts = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command and command[0]:
+            sub = action.choices.get(command[0])
+            if sub is not None:
+                opts += _options(sub, command[1:])
+    return opts
+
+
+def _unrecognized(parser: argparse.ArgumentParser, args, unknown: list[str]) -> str:
+    """argparse's message, plus "did you mean" for each misspelt ``--flag``."""
+    options = _options(
+        parser, [getattr(args, "command", None), getattr(args, "data_command", None)]
+    )
+    hints = []
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, options, n=1) if name.startswith("--") else []
+        if close:
+            hints.append(close[0])
+    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+    return f"unrecognized arguments: {' '.join(unknown)}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vaekit`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(_unrecognized(parser, args, unknown))  # exits with status 2
     from vaekit.training.checkpoint import CheckpointError
     from vaekit.training.trainer import TrainingError, TrainingInterrupted
 

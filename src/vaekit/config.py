@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from vaekit._checks import check_choice
 
 __all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_config"]
 
@@ -33,6 +36,10 @@ class ModelConfig:
     scale: str = "learned"  # Gaussian/Laplace scale: a float as a string, "learned" or "optimal"
     mixture_components: int = 10  # discretized logistic mixture
 
+    def __post_init__(self) -> None:
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
@@ -44,6 +51,9 @@ class ObjectiveConfig:
     beta: float = 1.0
     warmup_epochs: float = 0.0  # linear KL warm-up 0 -> beta (VampPrior paper: 100)
     free_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        _at_least(self, warmup_epochs=0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,34 @@ class TrainConfig:
     time_limit: float = 0.0  # minutes; stop after the epoch in which it is reached; 0 = off
     tensorboard: bool = True
     compile: bool = False  # torch.compile the model
+
+    def __post_init__(self) -> None:
+        # fields that nothing downstream checks (or that fail late, e.g. log_every=0 mid-epoch)
+        _at_least(
+            self,
+            epochs=1,
+            batch_size=1,
+            eval_samples=1,
+            eval_batch_size=1,
+            log_every=1,
+            patience=0,
+            max_train_examples=0,
+            grad_clip=0,
+            time_limit=0,
+        )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"config key 'lr' must be a finite number > 0; received {self.lr!r}")
+        check_choice("on_nan", self.on_nan, ("stop", "skip"))
+        if not 0 <= self.seed < 2**63:  # torch generators take seeds below 2**64 (seed + 1 is used)
+            raise ValueError(f"config key 'seed' must be in [0, 2**63); received {self.seed!r}")
+
+
+def _at_least(section: object, **bounds: float) -> None:
+    """ValueError naming the first field below its bound (NaN fails every bound)."""
+    for name, low in bounds.items():
+        value = getattr(section, name)
+        if not value >= low:
+            raise ValueError(f"config key {name!r} must be >= {low}; received {value!r}")
 
 
 @dataclass(frozen=True)
@@ -113,24 +151,33 @@ def _coerce(cls, name: str, value: Any) -> Any:
                 if value.lower() in ("false", "0", "no", "off"):
                     return False
                 raise TypeError
+            if value not in (0, 1):  # bool or 0/1; not any truthy list or number
+                raise TypeError
             return bool(value)
         if isinstance(default, tuple):
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]
-            return tuple(int(v) for v in value)
+            return tuple(_as_int(v) for v in value)
         if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value)
+            return _as_int(value)
         if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"config key {name!r} expects {kind}; received {value!r}") from None
 
 
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, list(_FIELD_SECTION), n=1)
+def _as_int(value: Any) -> int:
+    # a YAML `true` or 2.5 is not silently an int; `int(inf)` raises OverflowError
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise TypeError
+    return int(value)
+
+
+def _suggest(key: object) -> str:
+    close = difflib.get_close_matches(str(key), list(_FIELD_SECTION), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -178,7 +225,12 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            # safe_load: a tag such as !!python/object is refused, never constructed
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, RecursionError) as e:
+            problem = " ".join(str(e).split())
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {problem}") from None
         if not isinstance(data, dict):
             raise ValueError(
                 f"config file {str(path)!r} must hold a mapping; received {type(data).__name__}"

@@ -10,6 +10,7 @@ objective estimates (negative for images), ``rec = -E_q[log p(x|z)]`` (positive)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -68,14 +69,32 @@ def analytic_kl(q: Distribution, p: Distribution, per_dim: bool = False) -> torc
         ) from None
 
 
-@dataclass(frozen=True)
 class _Terms:
-    """Log-densities of S samples z_s ~ q(z|x), each ``[S, B]`` nats."""
+    """Log-densities of S samples z_s ~ q(z|x), each ``[S, B]`` nats, computed on first use.
 
-    out: VAEOutput
-    log_px: torch.Tensor
-    log_pz: torch.Tensor
-    log_qz: torch.Tensor
+    Lazy, so an analytic-KL ELBO never pays for log q and log p of the samples.
+    """
+
+    def __init__(self, model, x: torch.Tensor, out: VAEOutput, stop_q: bool):
+        self._model, self._x, self.out, self._stop_q = model, x, out, stop_q
+
+    @functools.cached_property
+    def log_px(self) -> torch.Tensor:
+        """log p(x | z_s)."""
+        return self.out.likelihood.log_prob(self._x)
+
+    @functools.cached_property
+    def log_pz(self) -> torch.Tensor:
+        """log p(z_s)."""
+        return self.out.prior.log_prob(self.out.z)
+
+    @functools.cached_property
+    def log_qz(self) -> torch.Tensor:
+        """log q(z_s | x), with q's parameters detached when ``stop_q``."""
+        q = self.out.posterior
+        if self._stop_q:
+            q = self._model.posterior(self.out.encoder_out.detach())
+        return q.log_prob(self.out.z)
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -89,9 +108,7 @@ def log_weights(model, x: torch.Tensor, samples: int, stop_q: bool = False) -> _
     ``stop_q=True`` evaluates log q(z|x) with q's parameters detached (z keeps its
     reparameterisation path): the "sticking the landing" form (Roeder et al. 2017).
     """
-    out = model(x, samples=samples)
-    q = model.posterior(out.encoder_out.detach()) if stop_q else out.posterior
-    return _Terms(out, out.likelihood.log_prob(x), out.prior.log_prob(out.z), q.log_prob(out.z))
+    return _Terms(model, x, model(x, samples=samples), stop_q)
 
 
 @dataclass(frozen=True)

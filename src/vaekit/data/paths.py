@@ -31,13 +31,16 @@ def data_dir() -> Path:
     return Path(base) / "vaekit"
 
 
-def resolve_data_path(root: str | os.PathLike, name: str | os.PathLike) -> Path:
+def resolve_data_path(
+    root: str | os.PathLike, name: str | os.PathLike, *, what: str = "name"
+) -> Path:
     """Join a data file name onto ``root``, refusing relative names that climb out of it.
 
     Args:
         root: the data directory.
         name: a file or folder name, e.g. from a config file. Absolute names are taken as
             they are (the user chose them); relative names must stay inside ``root``.
+        what: how the error message calls ``name`` (e.g. ``"data_root"``).
 
     Returns:
         The joined, normalised path.
@@ -53,7 +56,7 @@ def resolve_data_path(root: str | os.PathLike, name: str | os.PathLike) -> Path:
     path = Path(os.path.normpath(root / name))
     if not path.is_relative_to(root):
         raise ValueError(
-            f"name must be a path inside the data directory {str(root)!r}; "
+            f"{what} must be a path inside the data directory {str(root)!r}; "
             f"received {str(name)!r}, which resolves to {str(path)!r}"
         )
     return path

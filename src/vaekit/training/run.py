@@ -26,7 +26,7 @@ from vaekit.config import RunConfig, config_from_dict, load_config
 from vaekit.evaluate import evaluate, posterior_means
 from vaekit.models.build import build_model, build_objective, input_shape
 from vaekit.report import write_report
-from vaekit.training.checkpoint import load_checkpoint
+from vaekit.training.checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
 from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
 
 __all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
@@ -41,14 +41,26 @@ def load_data(tc):
     check_choice("dataset", tc.dataset, DATASETS)
     check_choice("binarize", tc.binarize, ("dynamic", "static", "none"))
     binarize = None if tc.binarize == "none" else tc.binarize
+    root = None
+    if tc.data_root is not None:
+        # A config file may come from someone else: a relative data_root is read from the
+        # data directory and may not climb out of it; an absolute one is the user's choice.
+        root = data.resolve_data_path(data.data_dir(), tc.data_root, what="data_root")
     if tc.dataset == "mnist":
-        return data.mnist(binarize=binarize, seed=tc.seed, root=tc.data_root)
+        return data.mnist(binarize=binarize, seed=tc.seed, root=root)
     if tc.dataset == "fashion_mnist":
-        return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=tc.data_root)
-    if tc.data_root is None:
+        return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=root)
+    if root is None:
         raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
+    if not root.exists():
+        what = ".npy/.npz file" if tc.dataset == "file" else "folder of images"
+        raise data.DataNotFoundError(
+            f"data_root must name an existing {what}; received {tc.data_root!r}, which is "
+            f"{str(root)!r} (relative paths are read from the data directory "
+            f"{str(data.data_dir())!r}, $VAEKIT_DATA)"
+        )
     loader = data.from_file if tc.dataset == "file" else data.from_folder
-    return loader(tc.data_root, binarize=binarize, seed=tc.seed)
+    return loader(root, binarize=binarize, seed=tc.seed)
 
 
 def _prepare(model, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -82,7 +94,7 @@ def _resolve(config, out, resume: bool, overrides: dict[str, Any]) -> RunConfig:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise ValueError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
-    saved = config_from_dict(yaml.safe_load(saved_path.read_text()))
+    saved = load_config(saved_path)  # a damaged config.yaml is a ValueError, like any config
     if isinstance(config, RunConfig):
         wanted = config.replace(**overrides)
     elif config is not None:
@@ -128,17 +140,24 @@ def train(
         cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x
     ).to(device)
     objective = build_objective(cfg.objective, cfg.model.prior)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if not resume and (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
     trained = wrap_distributed(model)
     if cfg.train.compile:
         trained = torch.compile(trained)
     trainer = Trainer(
         trained, objective, splits, cfg, run_dir, input_shape=shape, progress=progress
     )
+    if resume:
+        trainer._load_resume()  # fit() loads it again; a checkpoint that does not fit fails here
+    # every check has passed: only now touch the run folder, so a rejected command leaves it as it was
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # write then rename: a kill mid-write must not leave an empty config.yaml, which
+        # --resume would read as "all defaults"
+        tmp = run_dir / ".config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        os.replace(tmp, run_dir / "config.yaml")
+        if not resume and (run_dir / "metrics.jsonl").exists():
+            (run_dir / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
     summary = trainer.fit(resume=resume)
     if rank != 0:
         return run_dir
@@ -156,6 +175,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
     if which == "best" and not path.exists():
         path = run_dir / "checkpoint.pt"
     state = load_checkpoint(path, map_location=device)
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"checkpoint {path} has no 'config' entry (not written by vaekit?)")
     cfg = config_from_dict(state["config"])
     splits = load_data(cfg.train)
     torch.manual_seed(cfg.train.seed)
@@ -164,7 +185,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(
-            f"checkpoint {path} does not match its own config: {str(e).splitlines()[0]}"
+            f"checkpoint {path} does not match its own config: {state_dict_mismatch(e)}"
         ) from None
     return model.to(device).eval(), cfg, splits
 
