@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterator
 
 import torch
-from tqdm.auto import tqdm
 
+from vaekit._progress import progress as progress_bar
 from vaekit.objectives import analytic_kl, log_weights
 
 __all__ = ["log_likelihood", "evaluate", "posterior_means", "active_units"]
@@ -87,10 +87,8 @@ def log_likelihood(
     device = _device(model)
     out = []
     try:
-        for xb in tqdm(
-            list(_batches(x, batch_size)),
-            desc=f"log p(x), K={samples}",
-            disable=None if progress else True,
+        for xb in progress_bar(
+            list(_batches(x, batch_size)), desc=f"log p(x), K={samples}", enabled=progress
         ):
             lse, _, _ = _sums(model, xb, samples, device)
             out.append((lse - math.log(samples)).cpu())
@@ -132,10 +130,8 @@ def evaluate(
     device = _device(model)
     log_px, rec, kl_mc, kl_dims = [], [], [], []
     try:
-        for xb in tqdm(
-            list(_batches(x, batch_size)),
-            desc=f"eval, K={samples}",
-            disable=None if progress else True,
+        for xb in progress_bar(
+            list(_batches(x, batch_size)), desc=f"eval, K={samples}", enabled=progress
         ):
             lse, rec_sum, kl_sum = _sums(model, xb, samples, device)
             log_px.append((lse - math.log(samples)).cpu())
