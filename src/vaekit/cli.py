@@ -109,7 +109,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     names = [f.name for sec in (ModelConfig, ObjectiveConfig, TrainConfig) for f in fields(sec)]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    flat = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if "data_root" in flat:
+        # typed by the user: relative to the working directory. (A relative data_root from a
+        # config file is read from the data directory and may not climb out of it.)
+        flat["data_root"] = str(Path(flat["data_root"]).absolute())
+    return flat
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ class ModelConfig:
     mixture_components: int = 10  # discretized logistic mixture
 
     def __post_init__(self) -> None:
+        _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
 
@@ -227,7 +228,8 @@ def load_config(
             raise ValueError(f"config file {str(path)!r} does not exist")
         try:
             # safe_load: a tag such as !!python/object is refused, never constructed
-            data = yaml.safe_load(path.read_text()) or {}
+            with path.open("rb") as f:  # bytes: PyYAML decodes UTF-8/16 and names the file
+                data = yaml.safe_load(f) or {}
         except (yaml.YAMLError, RecursionError) as e:
             problem = " ".join(str(e).split())
             raise ValueError(f"config file {str(path)!r} is not valid YAML: {problem}") from None

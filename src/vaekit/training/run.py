@@ -54,10 +54,14 @@ def load_data(tc):
         raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
     if not root.exists():
         what = ".npy/.npz file" if tc.dataset == "file" else "folder of images"
+        where = (
+            ""
+            if Path(tc.data_root).is_absolute()
+            else f", read as {str(root)!r} (relative paths are read from the data directory, "
+            "$VAEKIT_DATA)"
+        )
         raise data.DataNotFoundError(
-            f"data_root must name an existing {what}; received {tc.data_root!r}, which is "
-            f"{str(root)!r} (relative paths are read from the data directory "
-            f"{str(data.data_dir())!r}, $VAEKIT_DATA)"
+            f"data_root must name an existing {what}; received {tc.data_root!r}{where}"
         )
     loader = data.from_file if tc.dataset == "file" else data.from_folder
     return loader(root, binarize=binarize, seed=tc.seed)

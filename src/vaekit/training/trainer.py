@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vaekit._checks import validation
+from vaekit._progress import progress
 from vaekit.config import RunConfig
 from vaekit.objectives import ELBO
 from vaekit.schedules import Constant, LinearWarmup
@@ -56,19 +57,35 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA if available, else MPS, else CPU; anything else as torch spells it."""
+    """``"auto"``: CUDA if available, else MPS, else CPU; anything else as torch spells it.
+
+    A device this machine does not have is a ValueError here, not an AssertionError from
+    deep inside ``model.to``.
+    """
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
+        device = None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}
+    if (
+        device is None
+        or not available.get(device.type, False)
+        or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count())
+    ):
+        have = ", ".join(k for k, ok in available.items() if ok)
+        count = f" ({torch.cuda.device_count()} CUDA devices)" if available["cuda"] else ""
         raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; received {name!r}"
-        ) from None
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', and present on this "
+            f"machine (here: {have}{count}); received {name!r}"
+        )
+    return device
 
 
 class _DDP(nn.parallel.DistributedDataParallel):
@@ -281,13 +298,12 @@ class Trainer:
                 # the same order and binarisations; the skipped batches cost no model work
                 generator.set_state(epoch_start_gen)
             self.model.train()
-            bar = tqdm(
+            bar = progress(
                 total=self.steps_per_epoch,
                 initial=s.batch_in_epoch,
                 desc=f"epoch {s.epoch + 1}/{tc.epochs}",
-                disable=None if self.progress and self.rank == 0 else True,
+                enabled=self.progress and self.rank == 0,
                 leave=False,
-                dynamic_ncols=True,
             )
             for i, (x, _) in enumerate(
                 train.batches(tc.batch_size, shuffle=True, generator=generator)
