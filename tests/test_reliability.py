@@ -279,7 +279,7 @@ TRAIN_CASES = {
     ),
     "unknown-network-name": (
         lambda run, d, tmp: ["--network", "mpl"],
-        r"kind must be one of \['mlp', 'gated', 'conv'\]; received 'mpl'; did you mean 'mlp'\?",
+        r"network must be one of \['mlp', 'gated', 'conv'\]; received 'mpl'; did you mean 'mlp'\?",
     ),
     "unknown-activation-name": (
         lambda run, d, tmp: ["--activation", "rleu"],

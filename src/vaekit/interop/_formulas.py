@@ -7,8 +7,8 @@ Each function mirrors its namesake term by term, including the stable branches, 
 three agree to rounding. Units as there: per-example nats ``[B]``, summed over every axis
 but the first.
 
-``xp`` needs: ``asarray abs exp expm1 log log1p square where minimum sum mean reshape
-broadcast_to full_like ones_like logsumexp log_sigmoid clip`` with the array-API / NumPy
+``xp`` needs: ``asarray abs exp expm1 log log1p square where clip sum reshape
+broadcast_to full_like ones_like logsumexp log_sigmoid`` with the array-API / NumPy
 meaning, plus ``is_concrete(a)`` (False for a traced value, whose data cannot be read) and
 ``to_numpy(a)``.
 """
@@ -52,7 +52,7 @@ def _values(xp, name: str, a, low: float, high: float, hint: str) -> None:
     data do not exist yet. The switch is :func:`vaekit.validation`, as for PyTorch.
     """
     if validation_enabled() and xp.is_concrete(a):
-        as_torch = torch.from_numpy(np.asarray(xp.to_numpy(a), dtype=np.float64))
+        as_torch = torch.from_numpy(np.array(xp.to_numpy(a), dtype=np.float64))  # a writable copy
         check_range(name, as_torch, low, high, hint)
 
 
@@ -68,6 +68,12 @@ def broadcast(xp, **arrays) -> tuple:
     return tuple(
         v if tuple(v.shape) == shape else xp.broadcast_to(v, shape) for v in arrays.values()
     )
+
+
+def _mean(xp, t, axis=None):
+    """``sum / n``: keras.ops.mean computes float64 in float32 on the jax and torch backends."""
+    n = int(np.prod(t.shape)) if axis is None else t.shape[axis]
+    return xp.sum(t, axis=axis) / n
 
 
 def sum_event(xp, t):
@@ -95,7 +101,7 @@ def kl_normal(xp, mu_q, logvar_q, mu_p, logvar_p):
 
 
 def _bce(xp, logits, x):
-    # the expression of torch's binary_cross_entropy_with_logits kernel
+    # the form torch's binary_cross_entropy_with_logits evaluates
     return (1.0 - x) * logits - xp.log_sigmoid(logits)
 
 
@@ -142,7 +148,9 @@ def _log1mexp(xp, d):
 
 
 def _log_sigmoid_diff(xp, a, b, gap):
-    return xp.log_sigmoid(a) + xp.log_sigmoid(-b) + _log1mexp(xp, xp.minimum(-gap, -1e-30))
+    # clip, not minimum: keras.ops.minimum returns float32 for float64 input on torch
+    d = xp.clip(-gap, -math.inf, -1e-30)
+    return xp.log_sigmoid(a) + xp.log_sigmoid(-b) + _log1mexp(xp, d)
 
 
 def discretized_logistic_log_mass(xp, x, loc, log_scale, bins=256):
@@ -217,7 +225,7 @@ def _check_loss_args(likelihood, reduction: str, beta=None) -> None:
 
 def _reduce(xp, per_example, reduction: str):
     if reduction == "mean":
-        return xp.mean(per_example)
+        return _mean(xp, per_example)
     if reduction == "sum":
         return xp.sum(per_example)
     return per_example
@@ -243,7 +251,7 @@ def elbo_loss(xp, x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", re
             f"received shape {tuple(params.shape)}"
         )
     log_px = _log_px(xp, likelihood, params, x, lead)
-    rec = -(xp.mean(log_px, axis=0) if lead else log_px)
+    rec = -(_mean(xp, log_px, axis=0) if lead else log_px)
     kl = kl_normal_std(xp, mu, logvar)
     per_example_loss = rec + beta * kl
     per_example = {"bound": -rec - kl, "rec": rec, "kl": kl, "loss": per_example_loss}
@@ -269,7 +277,7 @@ def iwae_loss(xp, x, mu, logvar, z, params, *, likelihood="bernoulli", reduction
     log_pz = _normal_log_pdf(xp, z)
     log_qz = _normal_log_pdf(xp, z, mu, logvar)
     bound = iwae_bound(xp, log_px + log_pz - log_qz)
-    rec = -xp.mean(log_px, axis=0)
-    kl = xp.mean(log_qz - log_pz, axis=0)
+    rec = -_mean(xp, log_px, axis=0)
+    kl = _mean(xp, log_qz - log_pz, axis=0)
     per_example = {"bound": bound, "rec": rec, "kl": kl, "elbo": -rec - kl, "loss": -bound}
     return LossOutput(_reduce(xp, -bound, reduction), per_example)

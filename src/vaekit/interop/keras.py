@@ -22,6 +22,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import keras
+import numpy as np
 from keras import ops
 
 from vaekit._checks import check_positive
@@ -68,6 +69,14 @@ def _is_concrete(a) -> bool:
     return True  # torch and numpy run eagerly
 
 
+def _to_numpy(a) -> np.ndarray:
+    if not ops.is_tensor(a):
+        return np.asarray(a)
+    if keras.backend.backend() == "torch":  # keras' np.array(tensor) warns on NumPy 2
+        return a.detach().cpu().double().numpy()
+    return ops.convert_to_numpy(a)
+
+
 _XP = SimpleNamespace(
     asarray=ops.convert_to_tensor,
     abs=ops.abs,
@@ -77,10 +86,8 @@ _XP = SimpleNamespace(
     log1p=ops.log1p,
     square=ops.square,
     where=ops.where,
-    minimum=ops.minimum,
     clip=ops.clip,
     sum=ops.sum,
-    mean=ops.mean,
     reshape=ops.reshape,
     broadcast_to=ops.broadcast_to,
     full_like=ops.full_like,
@@ -88,7 +95,7 @@ _XP = SimpleNamespace(
     logsumexp=ops.logsumexp,
     log_sigmoid=ops.log_sigmoid,
     is_concrete=_is_concrete,
-    to_numpy=ops.convert_to_numpy,
+    to_numpy=_to_numpy,
 )
 
 
@@ -202,7 +209,7 @@ class VAE(keras.Model):
     averaged over the batch; encoder and decoder regularisation losses are added to it.
     The loss is computed in ``compute_loss``, which every backend's ``train_step`` and
     ``test_step`` call, so ``fit`` and ``evaluate`` work unchanged (tested on the torch and
-    jax backends). ``sample_weight`` is not supported.
+    jax backends). ``sample_weight`` is rejected.
 
     Args:
         encoder: ``x -> [B, 2Z]`` = ``[mean | log-variance]`` (as vaekit's DiagonalGaussian).
@@ -233,6 +240,11 @@ class VAE(keras.Model):
         return {"mu": mu, "logvar": logvar, "z": z, "params": self.decoder(z, training=training)}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight must be None: the vaekit VAE loss weights every example equally "
+                "(use reduction='none' with vaekit.interop.keras.elbo_loss to weight them)"
+            )
         out = elbo_loss(
             x,
             y_pred["mu"],

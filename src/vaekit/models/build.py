@@ -11,7 +11,7 @@ from vaekit import likelihoods as L
 from vaekit import priors as P
 from vaekit._checks import check_choice
 from vaekit.config import ModelConfig, ObjectiveConfig
-from vaekit.models.networks import build_networks
+from vaekit.models.networks import KINDS, build_networks
 from vaekit.models.vae import VAE
 from vaekit.objectives import ELBO, IWAE
 from vaekit.posteriors import DiagonalGaussian
@@ -73,6 +73,7 @@ def build_model(
     ``init_data`` (``[N, *input_shape]``) seeds VampPrior pseudo-inputs when
     ``cfg.pseudo_init == "data"``.
     """
+    check_choice("network", cfg.network, KINDS)
     check_choice("prior", cfg.prior, PRIORS)
     if cfg.latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1; received {cfg.latent_dim}")

@@ -26,6 +26,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     the previous checkpoint is untouched; the error names the path.
     """
     path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a process killed mid-write
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

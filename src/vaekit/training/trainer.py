@@ -207,7 +207,7 @@ class Trainer:
 
     def _state_dict(self, generator: torch.Generator, epoch_start_gen: torch.Tensor, sums) -> dict:
         s = self.state
-        model = self.model.module if isinstance(self.model, _DDP) else self.model
+        model = _unwrap(self.model)
         return {
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -246,6 +246,7 @@ class Trainer:
             if ckpt["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
             sums = {k: v.to(self._device) for k, v in ckpt["epoch_sums"].items()}
+            self._truncate_log(self.state.step)
         if self.run_dir is not None and self.rank == 0 and tc.tensorboard:
             self._tb = _summary_writer(self.run_dir / "tb")
         old_handlers = self._install_signal_handlers()
@@ -440,6 +441,21 @@ class Trainer:
         self.state = _EpochState(**ckpt["progress"])
         return ckpt
 
+    def _truncate_log(self, step: int) -> None:
+        """Drop log rows written after the checkpoint (and a row cut by a crash) on resume."""
+        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
+        if self.rank or path is None or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept))
+
     # -- signals -------------------------------------------------------------------------
 
     def _install_signal_handlers(self):
@@ -458,6 +474,8 @@ class Trainer:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
+    """The user's module under torch.compile and DDP wrappers (whose state keys are prefixed)."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, _DDP) else model
 
 
