@@ -49,7 +49,9 @@ def main() -> None:
                 continue  # IWAE_1 is the ELBO: the same model as the k=1 VAE
             t0 = time.time()
             objective = (
-                dict(objective="iwae", k=k) if name == "iwae" else dict(objective="elbo", samples=k, kl="mc")
+                dict(objective="iwae", k=k)
+                if name == "iwae"
+                else dict(objective="elbo", samples=k, kl="mc")
             )
             run = vaekit.train(
                 out=out / f"{name}-k{k}",
