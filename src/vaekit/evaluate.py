@@ -55,25 +55,27 @@ def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         yield x[i : i + batch_size]
 
 
-def _chunk_size(model, x: torch.Tensor, batch: int, samples: int) -> int:
-    """Importance samples per forward pass so the largest tensor stays near _CHUNK_ELEMENTS."""
-    per_row = x[0].numel() * getattr(model.likelihood, "n_params", 1)
-    prior = model.prior
-    comps = getattr(prior, "components", 1)
-    dim = getattr(prior, "dim", None) or x[0].numel()
-    per_row = max(per_row, comps * dim)
+def _chunk_size(model, pz, batch: int, event_numel: int, samples: int) -> int:
+    """Importance samples per forward pass so the largest tensor stays near _CHUNK_ELEMENTS.
+
+    Per sample row that is the decoder output, or for a mixture prior the ``[K, D]``
+    component log-densities of ``log p(z)``.
+    """
+    per_row = event_numel * getattr(model.likelihood, "n_params", 1)
+    mix = getattr(pz, "mixture_distribution", None)
+    if mix is not None:
+        per_row = max(per_row, mix.logits.shape[-1] * pz.event_shape.numel())
     return max(1, min(samples, _CHUNK_ELEMENTS // max(1, batch * per_row)))
 
 
-def _sums(model, xb: torch.Tensor, samples: int, device) -> tuple[torch.Tensor, ...]:
+def _sums(model, xb: torch.Tensor, samples: int, pz) -> tuple[torch.Tensor, ...]:
     """logsumexp of log w, and the sums over samples of log p(x|z) and log q - log p, each [B]."""
-    xb = xb.to(device, non_blocking=True)
-    chunk = _chunk_size(model, xb, xb.shape[0], samples)
+    chunk = _chunk_size(model, pz, xb.shape[0], xb[0].numel(), samples)
     lse, rec, kl = [], 0.0, 0.0
     done = 0
     while done < samples:
         c = min(chunk, samples - done)
-        t = log_weights(model, xb, c)
+        t = log_weights(model, xb, c, prior=pz)
         lse.append(torch.logsumexp(t.log_w, 0))
         rec = rec + t.log_px.sum(0)
         kl = kl + (t.log_qz - t.log_pz).sum(0)
@@ -86,6 +88,28 @@ def _device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _passes(model, data, samples: int, batch_size: int, desc: str, progress: bool):
+    """Yield ``(xb, logsumexp_k log w, sum_k log p(x|z), sum_k [log q - log p])`` per batch.
+
+    Puts the model in eval mode (restored after), checks the data once, then runs without
+    per-chunk value checks; every yielded tensor is ``[B]`` on the CPU.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1; received {samples}")
+    x = _as_tensor(data)
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    try:
+        with _validated(model, x):
+            pz = model.prior()  # fixed during evaluation: built once, not once per chunk
+            for xb in progress_bar(list(_batches(x, batch_size)), desc=desc, enabled=progress):
+                xb = xb.to(device, non_blocking=True)
+                yield (xb, *(t.cpu() for t in _sums(model, xb, samples, pz)))
+    finally:
+        model.train(was_training)
+
+
 @torch.inference_mode()
 def log_likelihood(
     model, data, samples: int = 5000, batch_size: int = 100, progress: bool = False
@@ -94,23 +118,9 @@ def log_likelihood(
 
     ``log p(x) ~= logsumexp_k(log p(x, z_k) - log q(z_k|x)) - log K`` with K = ``samples``.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1; received {samples}")
-    x = _as_tensor(data)
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    out = []
-    try:
-        with _validated(model, x):
-            for xb in progress_bar(
-                list(_batches(x, batch_size)), desc=f"log p(x), K={samples}", enabled=progress
-            ):
-                lse, _, _ = _sums(model, xb, samples, device)
-                out.append((lse - math.log(samples)).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    desc = f"log p(x), K={samples}"
+    passes = _passes(model, data, samples, batch_size, desc, progress)
+    return torch.cat([lse for _, lse, _, _ in passes]) - math.log(samples)
 
 
 @torch.inference_mode()
@@ -138,30 +148,19 @@ def evaluate(
     over the K samples), ``bits_per_dim`` = nll / (D ln 2), ``active_units``,
     ``kl_per_dim`` (list, analytic pairs only), ``samples``, ``examples``.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1; received {samples}")
-    x = _as_tensor(data)
-    was_training = model.training
-    model.eval()
-    device = _device(model)
     log_px, rec, kl_mc, kl_dims = [], [], [], []
-    try:
-        with _validated(model, x):
-            for xb in progress_bar(
-                list(_batches(x, batch_size)), desc=f"eval, K={samples}", enabled=progress
-            ):
-                lse, rec_sum, kl_sum = _sums(model, xb, samples, device)
-                log_px.append((lse - math.log(samples)).cpu())
-                rec.append((-rec_sum / samples).cpu())
-                kl_mc.append((kl_sum / samples).cpu())
-                if kl_dims is not None:
-                    try:
-                        q, p = model.encode(xb.to(device)), model.prior()
-                        kl_dims.append(analytic_kl(q, p, per_dim=True).cpu())
-                    except ValueError:  # no closed form (mixture priors): Monte Carlo KL below
-                        kl_dims = None
-    finally:
-        model.train(was_training)
+    for xb, lse, rec_sum, kl_sum in _passes(
+        model, data, samples, batch_size, f"eval, K={samples}", progress
+    ):
+        log_px.append(lse - math.log(samples))
+        rec.append(-rec_sum / samples)
+        kl_mc.append(kl_sum / samples)
+        if kl_dims is not None:
+            try:
+                kl_dims.append(analytic_kl(model.encode(xb), model.prior(), per_dim=True).cpu())
+            except ValueError:  # no closed form (mixture priors): the Monte Carlo KL is used
+                kl_dims = None
+    x = _as_tensor(data)
     log_px, rec = torch.cat(log_px), torch.cat(rec)
     kl = torch.cat(kl_dims).sum(1) if kl_dims else torch.cat(kl_mc)
     nll = -log_px.mean().item()

@@ -102,13 +102,17 @@ class _Terms:
         return self.log_px + self.log_pz - self.log_qz
 
 
-def log_weights(model, x: torch.Tensor, samples: int, stop_q: bool = False) -> _Terms:
+def log_weights(
+    model, x: torch.Tensor, samples: int, stop_q: bool = False, prior: Distribution | None = None
+) -> _Terms:
     """One pass of ``model`` and the log-densities that every sampled bound is built from.
 
     ``stop_q=True`` evaluates log q(z|x) with q's parameters detached (z keeps its
     reparameterisation path): the "sticking the landing" form (Roeder et al. 2017).
+    ``prior``: a p(z) built once by the caller (see :meth:`vaekit.VAE.forward`).
     """
-    return _Terms(model, x, model(x, samples=samples), stop_q)
+    out = model(x, samples=samples) if prior is None else model(x, samples=samples, prior=prior)
+    return _Terms(model, x, out, stop_q)
 
 
 @dataclass(frozen=True)

@@ -67,14 +67,20 @@ class VAE(nn.Module):
         params = params.reshape(*lead, *params.shape[1:])
         return self.likelihood(params, event_ndim=params.dim() - len(lead))
 
-    def forward(self, x: torch.Tensor, samples: int = 1) -> VAEOutput:
-        """Encode x ``[B, ...]``, draw ``samples`` reparameterised z ``[S, B, D]``, decode them."""
+    def forward(
+        self, x: torch.Tensor, samples: int = 1, prior: Distribution | None = None
+    ) -> VAEOutput:
+        """Encode x ``[B, ...]``, draw ``samples`` reparameterised z ``[S, B, D]``, decode them.
+
+        ``prior``: p(z) already built (evaluation reuses one VampPrior mixture across
+        chunks of samples instead of re-encoding its pseudo-inputs); default ``self.prior()``.
+        """
         if samples < 1:
             raise ValueError(f"samples must be >= 1; received {samples}")
         h = self.encoder(x)
         q = self.posterior(h)
         z = q.rsample((samples,))
-        return VAEOutput(h, q, z, self.prior(), self.decode(z))
+        return VAEOutput(h, q, z, self.prior() if prior is None else prior, self.decode(z))
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
