@@ -299,3 +299,23 @@ def test_from_file_round_trip(npz):
     splits = from_file(npz)
     assert splits.train.x.shape == (100, 16) and splits.test.y.shape == (40,)
     assert splits.image_shape == (1, 4, 4)
+
+
+def test_resume_rewrites_the_log_without_rows_past_the_checkpoint(tmp_path):
+    part, _ = _trainer(tmp_path / "run", epochs=1)
+    part.fit()
+    log = tmp_path / "run" / "metrics.jsonl"
+    with open(log, "a") as f:  # what a killed run leaves: rows past the checkpoint, a cut line
+        f.write(json.dumps({"split": "train", "epoch": 2, "step": 9, "loss": 1.0}) + "\n")
+        f.write('{"split": "step", "epo')
+    resumed, _ = _trainer(tmp_path / "run", epochs=3)
+    resumed.fit(resume=True)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]  # every line parses
+    assert [r["epoch"] for r in rows if r["split"] == "train"] == [1, 2, 3]
+
+
+def test_a_checkpoint_write_removes_temp_files_of_killed_writes(tmp_path):
+    stale = tmp_path / ".ck.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    save_checkpoint({"model": {}}, tmp_path / "ck.pt")
+    assert not stale.exists() and (tmp_path / "ck.pt").exists()
