@@ -18,8 +18,7 @@ keras = pytest.importorskip("keras")
 
 from tests.interop import cases  # noqa: E402
 from vaekit.interop import keras as VK  # noqa: E402
-from vaekit.interop.schedules import Cyclical  # noqa: E402
-from vaekit.schedules import Constant, LinearWarmup  # noqa: E402
+from vaekit.schedules import Constant, Cyclical, LinearWarmup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 # one thread: the machines that run this suite are small and shared

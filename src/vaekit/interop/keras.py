@@ -28,7 +28,7 @@ from keras import ops
 from vaekit._checks import check_positive
 from vaekit.interop import _formulas as _f
 from vaekit.interop._formulas import LossOutput
-from vaekit.interop.schedules import Cyclical
+from vaekit.schedules import Cyclical
 
 __all__ = [
     "LossOutput",
