@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from vaekit import plots
 from vaekit._checks import check_choice
@@ -150,18 +149,6 @@ def train(
     trainer = Trainer(
         trained, objective, splits, cfg, run_dir, input_shape=shape, progress=progress
     )
-    if resume:
-        trainer._load_resume()  # fit() loads it again; a checkpoint that does not fit fails here
-    # every check has passed: only now touch the run folder, so a rejected command leaves it as it was
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # write then rename: a kill mid-write must not leave an empty config.yaml, which
-        # --resume would read as "all defaults"
-        tmp = run_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        os.replace(tmp, run_dir / "config.yaml")
-        if not resume and (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh log
     summary = trainer.fit(resume=resume)
     if rank != 0:
         return run_dir

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -121,7 +122,7 @@ class Trainer:
     """Trains ``model`` on ``splits.train`` with ``objective``; writes into ``run_dir``.
 
     Nothing happens at construction: :meth:`fit` creates the folder, seeds the
-    generators and runs. Files written (rank 0): ``checkpoint.pt`` (every epoch and on
+    generators and runs. Files written (rank 0): ``config.yaml``, ``checkpoint.pt`` (every epoch and on
     SIGINT/SIGTERM), ``best.pt`` (best validation ELBO), ``metrics.jsonl`` and
     ``tb/`` (TensorBoard, when installed).
 
@@ -232,14 +233,14 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train for ``train.epochs`` epochs (or until early stopping); returns a summary dict."""
         tc = self.tc
-        if self.run_dir is not None and self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        # a checkpoint that does not fit fails here, before the run folder is touched
+        ckpt = self._load_resume() if resume else None
+        self._prepare_run_dir(resume)
         torch.manual_seed(tc.seed)
         generator = torch.Generator().manual_seed(tc.seed + 1)
         epoch_start_gen = generator.get_state()
         sums: dict[str, torch.Tensor] = {}
-        if resume:
-            ckpt = self._load_resume()
+        if ckpt is not None:
             epoch_start_gen = ckpt["rng"]["data_epoch_start"]
             generator.set_state(ckpt["rng"]["data"])
             torch.set_rng_state(ckpt["rng"]["torch"])
@@ -440,6 +441,19 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = _EpochState(**ckpt["progress"])
         return ckpt
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        """Create the folder, write ``config.yaml`` (by rename), start a fresh log unless resuming."""
+        if self.rank or self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # a kill mid-write must not leave an empty config.yaml, which --resume would read as
+        # "all defaults"
+        tmp = self.run_dir / ".config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        os.replace(tmp, self.run_dir / "config.yaml")
+        if not resume:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     def _truncate_log(self, step: int) -> None:
         """Drop log rows written after the checkpoint (and a row cut by a crash) on resume."""
