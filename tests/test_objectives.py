@@ -12,7 +12,7 @@ from torch import nn
 
 from vaekit import ELBO, IWAE, VAE
 from vaekit.likelihoods import Bernoulli, Gaussian
-from vaekit.objectives import log_weights
+from vaekit.objectives import CIWAE, MIWAE, log_weights
 from vaekit.priors import MixtureOfGaussians, StandardNormal, VampPrior
 
 SIGMA = 0.5
@@ -309,3 +309,55 @@ def test_vampprior_model_trains_with_every_objective():
         objective(model, x).loss.backward()
         assert model.prior.pseudo_inputs.grad is not None
         assert torch.isfinite(model.prior.pseudo_inputs.grad).all()
+
+
+def _same_draw(objective, model, x, seed=11):
+    torch.manual_seed(seed)
+    return objective(model, x).per_example
+
+
+@pytest.mark.parametrize(
+    "left, right",
+    [
+        (MIWAE(m=1, k=6), IWAE(k=6)),
+        (CIWAE(beta=0.0, k=6), IWAE(k=6)),
+        (CIWAE(beta=1.0, k=6), ELBO(kl="mc", samples=6)),
+    ],
+    ids=["miwae-m1-is-iwae", "ciwae-0-is-iwae", "ciwae-1-is-elbo"],
+)
+def test_iwae_family_special_cases(left, right):
+    model = _bernoulli_model()
+    x = torch.bernoulli(torch.rand(8, 12))
+    torch.testing.assert_close(
+        _same_draw(left, model, x)["bound"], _same_draw(right, model, x)["bound"]
+    )
+
+
+def test_miwae_is_the_mean_of_independent_iwae_estimates_by_hand():
+    model = _bernoulli_model()
+    x = torch.bernoulli(torch.rand(5, 12))
+    torch.manual_seed(2)
+    log_w = log_weights(model, x, samples=12).log_w.detach().numpy()  # [12, 5]
+    groups = log_w.reshape(3, 4, 5)
+    by_hand = (np.log(np.exp(groups).mean(1))).mean(0)
+    torch.manual_seed(2)
+    got = MIWAE(m=3, k=4)(model, x).per_example["bound"].detach().numpy()
+    np.testing.assert_allclose(got, by_hand, rtol=1e-5)
+
+
+def test_miwae_and_ciwae_sit_between_elbo_and_iwae_on_the_exact_marginal_model():
+    model, x, log_px = ppca(exact=False)
+    truth = log_px(x).mean()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        est = {
+            name: np.mean([obj(model, x).per_example["bound"].mean().item() for _ in range(60)])
+            for name, obj in {
+                "elbo": ELBO(kl="mc", samples=16),
+                "miwae": MIWAE(m=4, k=4),
+                "ciwae": CIWAE(beta=0.5, k=16),
+                "iwae": IWAE(k=16),
+            }.items()
+        }
+    assert est["elbo"] < est["miwae"] < est["iwae"] <= truth + 0.02
+    assert est["elbo"] < est["ciwae"] < est["iwae"]

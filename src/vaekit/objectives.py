@@ -20,7 +20,7 @@ from vaekit import functional as VF
 from vaekit._checks import check_choice, check_positive
 from vaekit.models.vae import VAEOutput
 
-__all__ = ["LossOutput", "ELBO", "IWAE", "log_weights", "analytic_kl"]
+__all__ = ["LossOutput", "ELBO", "IWAE", "MIWAE", "CIWAE", "log_weights", "analytic_kl"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -234,20 +234,82 @@ class IWAE:
                 surrogate = -(w * log_w).sum(0)
             # report -IWAE_k, differentiate the surrogate
             per_example_loss = -bound.detach() + (surrogate - surrogate.detach())
-        rec = -t.log_px.mean(0)
-        kl = (t.log_qz - t.log_pz).mean(0)
-        per_example = {
-            "bound": bound,
-            "rec": rec,
-            "kl": kl,
-            "elbo": -rec - kl,
-            "loss": per_example_loss,
-        }
-        metrics = {
-            "loss": per_example_loss.detach().mean(),
-            "iwae": bound.detach().mean(),
-            "elbo": (-rec - kl).detach().mean(),
-            "rec": rec.detach().mean(),
-            "kl": kl.detach().mean(),
-        }
-        return LossOutput(_reduce(per_example_loss, self.reduction), per_example, metrics)
+        return _sampled_output(t, bound, per_example_loss, self.reduction, "iwae")
+
+
+def _sampled_output(
+    t: _Terms, bound: torch.Tensor, per_example_loss: torch.Tensor, reduction: str, name: str
+) -> LossOutput:
+    """The LossOutput of a multi-sample bound: ``bound``, and Monte Carlo ``rec``, ``kl``,
+    ``elbo`` averaged over all the draws, each ``[B]`` nats."""
+    rec = -t.log_px.mean(0)
+    kl = (t.log_qz - t.log_pz).mean(0)
+    per_example = {
+        "bound": bound,
+        "rec": rec,
+        "kl": kl,
+        "elbo": -rec - kl,
+        "loss": per_example_loss,
+    }
+    metrics = {
+        "loss": per_example_loss.detach().mean(),
+        name: bound.detach().mean(),
+        "elbo": (-rec - kl).detach().mean(),
+        "rec": rec.detach().mean(),
+        "kl": kl.detach().mean(),
+    }
+    return LossOutput(_reduce(per_example_loss, reduction), per_example, metrics)
+
+
+@dataclass(frozen=True)
+class MIWAE:
+    """Multiply importance weighted bound (Rainforth et al. 2018), nats.
+
+    ``MIWAE_{M,K} = (1/M) sum_m log (1/K) sum_k w_{m,k}`` with M*K draws z ~ q(z|x): the
+    mean of M independent IWAE_K estimates. ``MIWAE(m=1, k)`` is ``IWAE(k)``; ``MIWAE(m, k=1)``
+    is the ELBO with M samples. Larger M at fixed M*K gives the encoder a better gradient
+    signal-to-noise ratio, larger K a tighter bound.
+    """
+
+    m: int = 1
+    k: int = 1
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        for name in ("m", "k"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1; received {v!r}")
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, self.m * self.k)
+        log_w = t.log_w.reshape(self.m, self.k, -1)  # draw i = m * K + k
+        bound = VF.log_mean_exp(log_w, dim=1).mean(0)
+        return _sampled_output(t, bound, -bound, self.reduction, "miwae")
+
+
+@dataclass(frozen=True)
+class CIWAE:
+    """Combination bound ``beta * ELBO_K + (1 - beta) * IWAE_K`` (Rainforth et al. 2018), nats.
+
+    Both terms use the same K draws; ``beta=1`` is the K-sample ELBO (Monte Carlo KL),
+    ``beta=0`` is IWAE_K. A convex combination of lower bounds is a lower bound.
+    """
+
+    beta: float = 0.5
+    k: int = 1
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1]; received {self.beta!r}")
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be an integer >= 1; received {self.k!r}")
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, self.k)
+        log_w = t.log_w
+        bound = self.beta * log_w.mean(0) + (1.0 - self.beta) * VF.iwae_bound(log_w)
+        return _sampled_output(t, bound, -bound, self.reduction, "ciwae")
