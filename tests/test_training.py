@@ -250,6 +250,7 @@ def test_cli_train_eval_sample_report(npz, tmp_path, capsys):
 def test_cli_resume_continues_and_rejects_other_architecture(npz, tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli_train(npz, out, "--no-eval") == 0
+    assert (out / "report.html").exists() and not (out / "eval.json").exists()
     assert (
         main(["train", "--out", str(out), "--resume", "--epochs", "3", "--quiet", "--no-eval"]) == 0
     )

@@ -155,6 +155,9 @@ def train(
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if evaluate_after:
         evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
+    else:  # every run folder gets its report; the evaluation figures come with `vaekit eval`
+        _draw_loss_curves(run_dir)
+        write_report(run_dir)
     return run_dir
 
 
@@ -231,10 +234,7 @@ def draw_figures(
     plots.save_latent_scatter(
         means[:5000], None if labels is None else labels[:5000], run_dir / "latent.png"
     )
-    rows = _read_metrics(run_dir)
-    if any(r.get("split") in ("train", "valid") for r in rows):
-        epoch_rows = [r for r in rows if r.get("split") in ("train", "valid")]
-        plots.save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
+    _draw_loss_curves(run_dir)
     if result and "kl_per_dim" in result:
         plots.save_bar(
             result["kl_per_dim"],
@@ -262,6 +262,12 @@ def draw_figures(
     decoded = model.decode(z.to(device)).mean
     trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
     plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
+
+
+def _draw_loss_curves(run_dir: Path) -> None:
+    epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
+    if epoch_rows:
+        plots.save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
