@@ -19,7 +19,7 @@ from vaekit.config import ModelConfig, ObjectiveConfig, TrainConfig
 __all__ = ["main"]
 
 _HELP = {
-    "dataset": "mnist | fashion_mnist | file | folder",
+    "dataset": "mnist | fashion_mnist | dsprites | file | folder",
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from vaekit._checks import check_choice
+from vaekit.data._dsprites import DSprites, DSpritesSplit, dsprites
 from vaekit.data._fashion_mnist import fashion_mnist, fetch_fashion_mnist
 from vaekit.data._mnist import fetch_mnist, mnist
 from vaekit.data.dataset import Dataset, DataSplits, binarize_fixed, from_tensor
@@ -41,10 +42,13 @@ def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
 
 __all__ = [
     "DataNotFoundError",
+    "DSprites",
+    "DSpritesSplit",
     "DataSplits",
     "Dataset",
     "binarize_fixed",
     "data_dir",
+    "dsprites",
     "fashion_mnist",
     "fetch",
     "from_file",

@@ -30,7 +30,7 @@ from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
 
 __all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
 
-DATASETS = ("mnist", "fashion_mnist", "file", "folder")
+DATASETS = ("mnist", "fashion_mnist", "dsprites", "file", "folder")
 
 
 def load_data(tc):
@@ -49,6 +49,8 @@ def load_data(tc):
         return data.mnist(binarize=binarize, seed=tc.seed, root=root)
     if tc.dataset == "fashion_mnist":
         return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=root)
+    if tc.dataset == "dsprites":
+        return data.dsprites(seed=tc.seed)  # generated, already binary: no root, no binarize
     if root is None:
         raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
     if not root.exists():
