@@ -43,6 +43,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/out/vampprior")
     p.add_argument("--resume", action="store_true", help="continue runs that have a checkpoint")
+    p.add_argument("--eval-only", action="store_true", help="evaluate existing runs, no training")
+    p.add_argument(
+        "--eval-pick",
+        default="random",
+        choices=["random", "first"],
+        help="which test images when --eval-examples < 10000: a seeded random subset (the first "
+        "ones are the easier half of MNIST's test set) or the first ones",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,37 +59,46 @@ def main() -> None:
     for variant in args.variants:
         t0 = time.time()
         resume = args.resume and (out / variant / "checkpoint.pt").exists()
-        run = vaekit.train(
-            out=out / variant,
-            resume=resume,
-            dataset="mnist",
-            binarize="static",
-            network="gated",
-            hidden=(300, 300),
-            latent_dim=40,
-            prior=variant,
-            components=500 if variant == "vamp" else 0,
-            batch_size=100,
-            lr=5e-4,
-            warmup_epochs=args.warmup_epochs,
-            epochs=args.epochs,
-            time_limit=args.time_limit,
-            seed=args.seed,
-            progress=False,
-            evaluate_after=False,
-            tensorboard=False,
-        )
+        run = out / variant
+        if not args.eval_only:
+            vaekit.train(
+                out=out / variant,
+                resume=resume,
+                dataset="mnist",
+                binarize="static",
+                network="gated",
+                hidden=(300, 300),
+                latent_dim=40,
+                prior=variant,
+                components=500 if variant == "vamp" else 0,
+                batch_size=100,
+                lr=5e-4,
+                warmup_epochs=args.warmup_epochs,
+                epochs=args.epochs,
+                time_limit=args.time_limit,
+                seed=args.seed,
+                progress=False,
+                evaluate_after=False,
+                tensorboard=False,
+            )
         train_s = time.time() - t0
         model, cfg, splits = load_run(run, "best")
         test = splits.test.eval_view()
+        n_test = test.x.shape[0]
+        if args.eval_pick == "random" and args.eval_examples < n_test:
+            g = torch.Generator().manual_seed(1234)
+            pick = torch.randperm(n_test, generator=g)[: args.eval_examples].sort().values
+        else:
+            pick = torch.arange(min(args.eval_examples, n_test))
         x = _prepare(
             model,
-            test.x[: args.eval_examples],
+            test.x[pick],
             input_shape(cfg.model, splits.image_shape, splits.event_shape),
         )
         t1 = time.time()
         result = evaluate(model, x, samples=args.eval_samples, batch_size=100)
         summary = json.loads((run / "train_summary.json").read_text())
+        train_s = None if args.eval_only else round(train_s, 1)
         row = {
             "variant": variant,
             "published_nll": PUBLISHED.get(variant),
@@ -91,11 +108,12 @@ def main() -> None:
             "active_units": result["active_units"],
             "eval_samples": args.eval_samples,
             "eval_examples": int(x.shape[0]),
+            "eval_pick": args.eval_pick if args.eval_examples < n_test else "all",
             "epochs_trained": summary["epochs"],
             "best_epoch": summary["best_epoch"],
             "best_valid_elbo": round(summary["best_valid_elbo"], 3),
             "warmup_epochs": args.warmup_epochs,
-            "train_seconds": round(train_s, 1),
+            "train_seconds": train_s,
             "eval_seconds": round(time.time() - t1, 1),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
