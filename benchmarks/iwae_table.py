@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import evaluate_test
 
 import vaekit
-from vaekit.evaluate import evaluate
-from vaekit.models.build import input_shape
-from vaekit.training.run import _prepare, load_run
 
 PUBLISHED = {("vae", 1): 86.76, ("iwae", 1): 86.76, ("vae", 5): 86.47, ("iwae", 5): 85.54,
              ("vae", 50): 86.35, ("iwae", 50): 84.78}  # fmt: skip
@@ -36,6 +34,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--eval-examples", type=int, default=10000)
+    p.add_argument("--eval-pick", default="random", choices=["random", "first"])
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="benchmarks/out/iwae")
     args = p.parse_args()
@@ -70,12 +69,8 @@ def main() -> None:
                 **objective,
             )
             train_s = time.time() - t0
-            model, cfg, splits = load_run(run, "best")
-            test = splits.test.eval_view()
-            shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
-            x = _prepare(model, test.x[: args.eval_examples], shape)
             t1 = time.time()
-            r = evaluate(model, x, samples=args.eval_samples)
+            r = evaluate_test(run, args.eval_samples, args.eval_examples, args.eval_pick)
             row = {
                 "model": name,
                 "k": k,
@@ -85,7 +80,8 @@ def main() -> None:
                 "active_units": r["active_units"],
                 "epochs": args.epochs,
                 "eval_samples": args.eval_samples,
-                "eval_examples": int(x.shape[0]),
+                "eval_examples": r["eval_examples"],
+                "eval_pick": r["eval_pick"],
                 "train_seconds": round(train_s, 1),
                 "eval_seconds": round(time.time() - t1, 1),
                 "threads": torch.get_num_threads(),

@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import evaluate_test
 
 import vaekit
-from vaekit.evaluate import evaluate
-from vaekit.models.build import input_shape
-from vaekit.training.run import _prepare, load_run
 
 PUBLISHED = {"standard": 88.56, "mog": 86.55, "vamp": 85.57}
 
@@ -82,21 +80,8 @@ def main() -> None:
                 tensorboard=False,
             )
         train_s = time.time() - t0
-        model, cfg, splits = load_run(run, "best")
-        test = splits.test.eval_view()
-        n_test = test.x.shape[0]
-        if args.eval_pick == "random" and args.eval_examples < n_test:
-            g = torch.Generator().manual_seed(1234)
-            pick = torch.randperm(n_test, generator=g)[: args.eval_examples].sort().values
-        else:
-            pick = torch.arange(min(args.eval_examples, n_test))
-        x = _prepare(
-            model,
-            test.x[pick],
-            input_shape(cfg.model, splits.image_shape, splits.event_shape),
-        )
         t1 = time.time()
-        result = evaluate(model, x, samples=args.eval_samples, batch_size=100)
+        result = evaluate_test(run, args.eval_samples, args.eval_examples, args.eval_pick)
         summary = json.loads((run / "train_summary.json").read_text())
         train_s = None if args.eval_only else round(train_s, 1)
         row = {
@@ -107,8 +92,8 @@ def main() -> None:
             "kl": round(result["kl"], 3),
             "active_units": result["active_units"],
             "eval_samples": args.eval_samples,
-            "eval_examples": int(x.shape[0]),
-            "eval_pick": args.eval_pick if args.eval_examples < n_test else "all",
+            "eval_examples": result["eval_examples"],
+            "eval_pick": result["eval_pick"],
             "epochs_trained": summary["epochs"],
             "best_epoch": summary["best_epoch"],
             "best_valid_elbo": round(summary["best_valid_elbo"], 3),

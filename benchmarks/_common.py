@@ -1,0 +1,34 @@
+"""Shared by the table benchmarks: evaluate a run folder on (a subset of) its test split."""
+
+from __future__ import annotations
+
+import torch
+
+from vaekit.evaluate import evaluate
+from vaekit.models.build import input_shape
+from vaekit.training.run import _prepare, load_run
+
+
+def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dict:
+    """``vaekit.evaluate.evaluate`` of the best checkpoint on the fixed test draw.
+
+    ``examples`` < the test size takes a seeded random subset (``pick="random"``; the first
+    MNIST test images are its easier half) or the first ones (``pick="first"``). The result
+    gains ``eval_examples`` and ``eval_pick``.
+    """
+    model, cfg, splits = load_run(run, "best")
+    test = splits.test.eval_view()
+    n = test.x.shape[0]
+    if examples >= n:
+        idx, pick = torch.arange(n), "all"
+    elif pick == "random":
+        idx = (
+            torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:examples]
+            .sort()
+            .values
+        )
+    else:
+        idx = torch.arange(examples)
+    x = _prepare(model, test.x[idx], input_shape(cfg.model, splits.image_shape, splits.event_shape))
+    result = evaluate(model, x, samples=samples, batch_size=100)
+    return {**result, "eval_examples": int(x.shape[0]), "eval_pick": pick}
