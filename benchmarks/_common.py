@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
+
 import torch
 
 from vaekit.evaluate import evaluate
@@ -32,3 +36,14 @@ def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dic
     x = _prepare(model, test.x[idx], input_shape(cfg.model, splits.image_shape, splits.event_shape))
     result = evaluate(model, x, samples=samples, batch_size=100)
     return {**result, "eval_examples": int(x.shape[0]), "eval_pick": pick}
+
+
+def environment() -> dict:
+    """Where a figure was measured: threads, torch, machine, date (for every JSON row)."""
+    return {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }

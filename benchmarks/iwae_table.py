@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
-from _common import evaluate_test
+from _common import environment, evaluate_test
 
 import vaekit
 
@@ -84,10 +83,7 @@ def main() -> None:
                 "eval_pick": r["eval_pick"],
                 "train_seconds": round(train_s, 1),
                 "eval_seconds": round(time.time() - t1, 1),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "date": time.strftime("%Y-%m-%d"),
+                **environment(),
             }
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import resource
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import environment
 from torch import nn
 
 from vaekit.config import RunConfig
@@ -114,10 +114,7 @@ def main() -> None:
             statistics.median(a / b for a, b in zip(lib, bnd, strict=True)), 3
         ),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }
     print(json.dumps(row))
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
+from _common import environment
 from torch import nn
 
 import vaekit
@@ -151,10 +151,7 @@ def main() -> None:
         "plain_fraction_of_bound": round(
             statistics.median(a / b for a, b in zip(ref, bound, strict=True)), 3
         ),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d"),
+        **environment(),
     }
     print(json.dumps(row))
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
-from _common import evaluate_test
+from _common import environment, evaluate_test
 
 import vaekit
 
@@ -100,10 +99,7 @@ def main() -> None:
             "warmup_epochs": args.warmup_epochs,
             "train_seconds": train_s,
             "eval_seconds": round(time.time() - t1, 1),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
-            "date": time.strftime("%Y-%m-%d"),
+            **environment(),
         }
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
