@@ -24,6 +24,7 @@ import torch
 from _common import environment, evaluate_test
 
 import vaekit
+from vaekit.config import load_config
 
 PUBLISHED = {"standard": 88.56, "mog": 86.55, "vamp": 85.57}
 
@@ -88,10 +89,11 @@ def main() -> None:
         t1 = time.time()
         result = evaluate_test(run, args.eval_samples, args.eval_examples, args.eval_pick)
         summary = json.loads((run / "train_summary.json").read_text())
+        saved = load_config(run / "config.yaml")  # the run's own settings, also with --eval-only
         train_s = None if args.eval_only else round(train_s, 1)
         row = {
             "variant": variant,
-            "components": args.components if variant in ("mog", "vamp") else None,
+            "components": saved.model.components or None,
             "published_nll": PUBLISHED.get(variant),
             "nll": round(result["nll"], 3),
             "elbo": round(result["elbo"], 3),
@@ -103,7 +105,7 @@ def main() -> None:
             "epochs_trained": summary["epochs"],
             "best_epoch": summary["best_epoch"],
             "best_valid_elbo": round(summary["best_valid_elbo"], 3),
-            "warmup_epochs": args.warmup_epochs,
+            "warmup_epochs": saved.objective.warmup_epochs,
             "train_seconds": train_s,
             "eval_seconds": round(time.time() - t1, 1),
             **environment(),
