@@ -9,8 +9,8 @@ import time
 import torch
 
 from vaekit.evaluate import evaluate
-from vaekit.models.build import input_shape
-from vaekit.training.run import _prepare, load_run
+from vaekit.models.build import input_shape, prepare_input
+from vaekit.training.run import load_run
 
 
 def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dict:
@@ -33,7 +33,9 @@ def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dic
         )
     else:
         idx = torch.arange(examples)
-    x = _prepare(model, test.x[idx], input_shape(cfg.model, splits.image_shape, splits.event_shape))
+    x = prepare_input(
+        model, test.x[idx], input_shape(cfg.model, splits.image_shape, splits.event_shape)
+    )
     result = evaluate(model, x, samples=samples, batch_size=100)
     return {**result, "eval_examples": int(x.shape[0]), "eval_pick": pick}
 

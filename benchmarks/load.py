@@ -66,12 +66,12 @@ def _train(run_dir: Path, batch_size: int) -> dict:
 
 def _eval(run_dir: Path, examples: int, samples: int, batch_size: int) -> dict:
     from vaekit.evaluate import evaluate
-    from vaekit.models.build import input_shape
-    from vaekit.training.run import _prepare, load_run
+    from vaekit.models.build import input_shape, prepare_input
+    from vaekit.training.run import load_run
 
     model, cfg, splits = load_run(run_dir, "last")
     view = splits.test.eval_view()
-    x = _prepare(model, view.x[:examples], input_shape(cfg.model, splits.image_shape, (784,)))
+    x = prepare_input(model, view.x[:examples], input_shape(cfg.model, splits.image_shape, (784,)))
     setup_rss = _peak_rss_mb()
     t0 = time.perf_counter()
     result = evaluate(model, x, samples=samples, batch_size=batch_size)

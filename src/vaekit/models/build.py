@@ -24,6 +24,7 @@ __all__ = [
     "build_model",
     "build_objective",
     "input_shape",
+    "prepare_input",
 ]
 
 
@@ -60,6 +61,13 @@ def input_shape(
 ) -> tuple[int, ...]:
     """Shape of one example as the encoder sees it: the image for conv nets, else flat."""
     return tuple(image_shape if cfg.network == "conv" else event_shape)
+
+
+def prepare_input(model, x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Flat [0, 1] data ``[B, D]`` -> the encoder's ``[B, *shape]`` in the likelihood's ``data_range``."""
+    lo, hi = getattr(model.likelihood, "data_range", (0.0, 1.0))
+    x = x.reshape(x.shape[0], *shape)
+    return x * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else x
 
 
 def build_model(

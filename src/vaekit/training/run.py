@@ -23,7 +23,7 @@ from vaekit import plots
 from vaekit._checks import check_choice
 from vaekit.config import RunConfig, config_from_dict, load_config
 from vaekit.evaluate import evaluate, posterior_means
-from vaekit.models.build import build_model, build_objective, input_shape
+from vaekit.models.build import build_model, build_objective, input_shape, prepare_input
 from vaekit.report import write_report
 from vaekit.training.checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
 from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
@@ -66,13 +66,6 @@ def load_data(tc):
         )
     loader = data.from_file if tc.dataset == "file" else data.from_folder
     return loader(root, binarize=binarize, seed=tc.seed)
-
-
-def _prepare(model, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Flat [0, 1] data -> the encoder's shape and the likelihood's range."""
-    lo, hi = model.likelihood.data_range
-    x = x.reshape(x.shape[0], *shape)
-    return x * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else x
 
 
 def _to_unit(model, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +200,7 @@ def evaluate_run(
         raise ValueError(f"the data set has no {split!r} split")
     view = data.eval_view()
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
-    x = _prepare(model, view.x, shape)
+    x = prepare_input(model, view.x, shape)
     result = evaluate(model, x, samples=samples, batch_size=batch_size, progress=progress)
     result = {
         "split": split,

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from vaekit._checks import validation
 from vaekit._progress import progress
 from vaekit.config import RunConfig
+from vaekit.models.build import prepare_input
 from vaekit.objectives import ELBO
 from vaekit.schedules import Constant, LinearWarmup
 from vaekit.training.checkpoint import (
@@ -284,7 +285,7 @@ class Trainer:
             )
         device = self._device
         train = train.to(device)
-        lo, hi = getattr(_unwrap(self.model).likelihood, "data_range", (0.0, 1.0))
+        model = _unwrap(self.model)
         local = tc.batch_size // self.world
         started = time.perf_counter()
         while s.epoch < tc.epochs and not s.stopped_early:
@@ -313,9 +314,7 @@ class Trainer:
                 if i < s.batch_in_epoch:
                     continue
                 x = x[self.rank * local : (self.rank + 1) * local] if self.world > 1 else x
-                x = x.reshape(x.shape[0], *self.input_shape)
-                if (lo, hi) != (0.0, 1.0):
-                    x = x * (hi - lo) + lo
+                x = prepare_input(model, x, self.input_shape)
                 self._step(x, sums, generator, epoch_start_gen)
                 s.batch_in_epoch = i + 1
                 bar.update(1)
@@ -406,18 +405,14 @@ class Trainer:
         model = _unwrap(self.model)
         model.eval()
         x_all = valid.eval_view().x
-        lo, hi = getattr(model.likelihood, "data_range", (0.0, 1.0))
-        total, n = 0.0, 0
+        total = torch.zeros((), device=self._device)
         objective = ELBO(kl=getattr(self.objective, "kl", "mc"))
         for i in range(0, x_all.shape[0], self.tc.eval_batch_size):
             x = x_all[i : i + self.tc.eval_batch_size].to(self._device)
-            x = x.reshape(x.shape[0], *self.input_shape)
-            if (lo, hi) != (0.0, 1.0):
-                x = x * (hi - lo) + lo
-            total += objective(model, x, beta=1.0).per_example["bound"].sum().item()
-            n += x.shape[0]
+            x = prepare_input(model, x, self.input_shape)
+            total += objective(model, x, beta=1.0).per_example["bound"].sum()
         model.train()
-        return total / n
+        return total.item() / x_all.shape[0]  # one host sync per validation
 
     def _load_resume(self) -> dict:
         path = self.checkpoint_path
