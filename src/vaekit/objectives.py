@@ -93,7 +93,12 @@ class _Terms:
         """log q(z_s | x), with q's parameters detached when ``stop_q``."""
         q = self.out.posterior
         if self._stop_q:
-            q = self._model.posterior(self.out.encoder_out.detach())
+            detached = getattr(self._model, "detached_posterior", None)
+            q = (
+                detached(self.out)
+                if detached is not None
+                else self._model.posterior(self.out.encoder_out.detach())
+            )
         return q.log_prob(self.out.z)
 
     @property

@@ -82,6 +82,11 @@ class VAE(nn.Module):
         z = q.rsample((samples,))
         return VAEOutput(h, q, z, self.prior() if prior is None else prior, self.decode(z))
 
+    def detached_posterior(self, out: VAEOutput) -> Distribution:
+        """q(z|x) rebuilt from ``out`` with its parameters detached (z keeps its path): the
+        "sticking the landing" / DReG estimators evaluate log q(z|x) through this."""
+        return self.posterior(out.encoder_out.detach())
+
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """n draws x ~ p(x|z), z ~ p(z): ``[n, *x_shape]``; ``mean=True`` returns E[x|z] (for pictures)."""
