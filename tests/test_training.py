@@ -50,13 +50,13 @@ def npz(tmp_path):
     return path
 
 
-def _trainer(run_dir, binarize="dynamic", **overrides):
+def _trainer(run_dir, binarize="dynamic", objective=None, **overrides):
     cfg = RunConfig().replace(**{**TINY, **overrides})
     train, valid, test = _data()
     splits = from_tensor(train, valid, test, binarize=binarize, seed=0, image_shape=(1, 4, 4))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, splits.image_shape, splits.event_shape)
-    objective = build_objective(cfg.objective, cfg.model.prior)
+    objective = objective or build_objective(cfg.objective, cfg.model.prior)
     return Trainer(model, objective, splits, cfg, run_dir, progress=False), model
 
 
@@ -320,3 +320,62 @@ def test_a_checkpoint_write_removes_temp_files_of_killed_writes(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     save_checkpoint({"model": {}}, tmp_path / "ck.pt")
     assert not stale.exists() and (tmp_path / "ck.pt").exists()
+
+
+# -- schedules from the config, and objectives that carry state ----------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, beta_at",
+    [
+        # 5 steps per epoch, 4 epochs = 20 steps; 2 cycles of 10, rising over the first 5
+        (dict(schedule="cyclical", cycles=2, cycle_ratio=0.5, beta=2.0, epochs=4),
+         lambda s: 2.0 * min(1.0, (s % 10) / 5)),
+        (dict(schedule="constant", beta=0.5, epochs=2), lambda s: 0.5),
+        (dict(schedule="warmup", warmup_epochs=2.0, beta=1.0, epochs=2), lambda s: min(1.0, s / 10)),
+    ],
+)
+def test_the_config_schedule_drives_beta_at_every_step(tmp_path, monkeypatch, overrides, beta_at):
+    seen = []
+    objective = build_objective(RunConfig().objective)
+
+    def spy(model, x, *, beta=None):
+        seen.append(beta)
+        return objective(model, x, beta=beta)
+
+    trainer, _ = _trainer(tmp_path / "run", objective=spy, **overrides)
+    trainer.fit()
+    assert seen == pytest.approx([beta_at(s) for s in range(len(seen))])
+    assert len(seen) == 5 * overrides["epochs"]
+
+
+class _CountingELBO(torch.nn.Module):
+    """A stateful objective: counts training calls in a buffer, takes ``step``."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.steps: list[int] = []
+
+    def forward(self, model, x, step=None):
+        from vaekit.objectives import ELBO
+
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+            self.steps.append(step)
+        return ELBO()(model, x)
+
+
+def test_stateful_objective_gets_the_step_and_its_state_resumes(tmp_path):
+    def make(epochs):
+        return _trainer(tmp_path / "run", objective=_CountingELBO(), epochs=epochs)
+
+    first, _ = make(1)
+    first.fit()
+    assert first.objective.steps == list(range(5))
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["objective"]["calls"] == 5
+    resumed, _ = make(3)
+    resumed.fit(resume=True)
+    # 5 restored + 10 new training calls; validation (eval mode) never counted
+    assert int(resumed.objective.calls) == 15
+    assert resumed.objective.steps == list(range(5, 15))

@@ -52,9 +52,19 @@ class ObjectiveConfig:
     beta: float = 1.0
     warmup_epochs: float = 0.0  # linear KL warm-up 0 -> beta (VampPrior paper: 100)
     free_bits: float = 0.0
+    # beta schedule: warmup (linear over warmup_epochs) | constant | cyclical (Fu et al. 2019:
+    # `cycles` cycles over the whole run, each rising 0 -> beta over its first cycle_ratio)
+    schedule: str = "warmup"
+    cycles: int = 4
+    cycle_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        _at_least(self, warmup_epochs=0)
+        _at_least(self, warmup_epochs=0, cycles=1)
+        check_choice("schedule", self.schedule, ("warmup", "constant", "cyclical"))
+        if not 0.0 < self.cycle_ratio <= 1.0:
+            raise ValueError(
+                f"config key 'cycle_ratio' must be in (0, 1]; received {self.cycle_ratio!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ exactly the steps an uninterrupted one would (bit-for-bit on CPU).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from vaekit._progress import progress
 from vaekit.config import RunConfig
 from vaekit.models.build import prepare_input
 from vaekit.objectives import ELBO
-from vaekit.schedules import Constant, LinearWarmup
+from vaekit.schedules import Constant, Cyclical, LinearWarmup
 from vaekit.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -129,13 +130,18 @@ class Trainer:
 
     Args:
         model: a :class:`~vaekit.VAE`.
-        objective: ``objective(model, x) -> LossOutput`` (an ELBO also takes ``beta=``).
+        objective: ``objective(model, x) -> LossOutput``; it is also passed ``beta=`` and
+            ``step=`` when its call takes them. An objective that is an ``nn.Module`` (a
+            GECO multiplier, a FactorVAE discriminator) is moved to the model's device,
+            switched between train/eval with the model, and its ``state_dict`` is
+            checkpointed and restored on resume.
         splits: :class:`vaekit.data.DataSplits`; ``valid`` drives early stopping.
         config: the resolved :class:`~vaekit.config.RunConfig` (saved in checkpoints).
         run_dir: output folder, or None to keep nothing on disk.
         input_shape: shape of one example as the encoder takes it (reshaped from flat).
-        beta: schedule ``step -> beta`` for an ELBO; default a linear warm-up over
-            ``objective.warmup_epochs`` epochs to ``objective.beta``.
+        beta: schedule ``step -> beta`` for an objective that takes ``beta``; default from
+            ``config.objective.schedule``: a linear warm-up over ``warmup_epochs`` epochs to
+            ``beta``, a constant, or ``cycles`` cyclical annealing cycles over the run.
         optimizer: default ``Adam(lr=train.lr)``.
     """
 
@@ -183,10 +189,13 @@ class Trainer:
                 f"batch_size ({self.tc.batch_size}) must be divisible by the number of processes ({self.world})"
             )
         self.steps_per_epoch = math.ceil(n / self.tc.batch_size)
-        oc = config.objective
-        self.beta = beta or LinearWarmup(oc.beta, round(oc.warmup_epochs * self.steps_per_epoch))
-        if not isinstance(objective, ELBO):
+        takes = _call_parameters(objective)
+        self._takes_beta, self._takes_step = "beta" in takes, "step" in takes
+        self.beta = beta or _schedule(config, self.steps_per_epoch)
+        if not self._takes_beta:
             self.beta = Constant(1.0)
+        if isinstance(objective, nn.Module):
+            objective.to(self._device)
         self.state = _EpochState()
         self._stop_signal: int | None = None
         self._tb = None
@@ -222,6 +231,11 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             "epoch_sums": {k: v.detach().cpu() for k, v in sums.items()},
+            **(
+                {"objective": self.objective.state_dict()}
+                if isinstance(self.objective, nn.Module)
+                else {}
+            ),
         }
 
     def _save(self, name: str, state: dict) -> Path | None:
@@ -301,6 +315,8 @@ class Trainer:
                 # the same order and binarisations; the skipped batches cost no model work
                 generator.set_state(epoch_start_gen)
             self.model.train()
+            if isinstance(self.objective, nn.Module):
+                self.objective.train()
             bar = progress(
                 total=self.steps_per_epoch,
                 initial=s.batch_in_epoch,
@@ -365,10 +381,12 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, sums, generator, epoch_start_gen) -> None:
         s, tc = self.state, self.tc
-        if isinstance(self.objective, ELBO):
-            out = self.objective(self.model, x, beta=self.beta(s.step))
-        else:
-            out = self.objective(self.model, x)
+        kwargs: dict[str, Any] = {}
+        if self._takes_beta:
+            kwargs["beta"] = self.beta(s.step)
+        if self._takes_step:
+            kwargs["step"] = s.step
+        out = self.objective(self.model, x, **kwargs)
         loss = out.loss
         if not bool(torch.isfinite(loss)):
             if tc.on_nan == "skip":
@@ -404,14 +422,26 @@ class Trainer:
             return -math.inf
         model = _unwrap(self.model)
         model.eval()
+        stateful = isinstance(self.objective, nn.Module)
+        if stateful:
+            self.objective.eval()
         x_all = valid.eval_view().x
         total = torch.zeros((), device=self._device)
-        objective = ELBO(kl=getattr(self.objective, "kl", "mc"))
+        if hasattr(model, "posterior") and hasattr(model, "prior"):
+            # the beta-free ELBO, whatever the training objective (comparable across runs)
+            kl = getattr(self.objective, "kl", "mc")
+            objective = ELBO(kl=kl if kl in ("analytic", "mc") else "mc")
+        else:  # models without q(z|x) and p(z) (VQ-VAE): the objective's own bound
+            objective = self.objective
+        takes_beta = "beta" in _call_parameters(objective)
         for i in range(0, x_all.shape[0], self.tc.eval_batch_size):
             x = x_all[i : i + self.tc.eval_batch_size].to(self._device)
             x = prepare_input(model, x, self.input_shape)
-            total += objective(model, x, beta=1.0).per_example["bound"].sum()
+            out = objective(model, x, beta=1.0) if takes_beta else objective(model, x)
+            total += out.per_example["bound"].sum()
         model.train()
+        if stateful:
+            self.objective.train()
         return total.item() / x_all.shape[0]  # one host sync per validation
 
     def _load_resume(self) -> dict:
@@ -434,6 +464,8 @@ class Trainer:
                 f"shape?): {state_dict_mismatch(e)}"
             ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if isinstance(self.objective, nn.Module) and "objective" in ckpt:
+            self.objective.load_state_dict(ckpt["objective"])
         self.state = _EpochState(**ckpt["progress"])
         return ckpt
 
@@ -480,6 +512,26 @@ class Trainer:
         if old:
             for sig, h in old.items():
                 signal.signal(sig, h)
+
+
+def _call_parameters(objective: Callable) -> set[str]:
+    """Keyword names the objective's call accepts (``forward``'s for an ``nn.Module``)."""
+    fn = objective.forward if isinstance(objective, nn.Module) else objective
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The beta schedule ``step -> beta`` that ``config.objective`` names."""
+    oc = config.objective
+    if oc.schedule == "constant":
+        return Constant(oc.beta)
+    if oc.schedule == "cyclical":
+        total = config.train.epochs * steps_per_epoch
+        return Cyclical(oc.beta, period=max(1, total // oc.cycles), ratio=oc.cycle_ratio)
+    return LinearWarmup(oc.beta, round(oc.warmup_epochs * steps_per_epoch))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
