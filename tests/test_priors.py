@@ -234,9 +234,7 @@ def test_diagonal_mixture_float32_matches_scipy_with_small_scales_and_far_means(
     assert got.dtype == torch.float32 and got.shape == (n,)
     l64, s64, z64 = loc.double().numpy(), scale.double().numpy(), z.double().numpy()
     log_pi = torch.log_softmax(logits.double(), 0).numpy()
-    comp = np.stack(
-        [stats.norm.logpdf(z64, l64[k], s64[k]).sum(-1) for k in range(c)], axis=-1
-    )
+    comp = np.stack([stats.norm.logpdf(z64, l64[k], s64[k]).sum(-1) for k in range(c)], axis=-1)
     want = special.logsumexp(comp + log_pi, axis=-1)
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-6, atol=1e-4)
 
@@ -263,4 +261,6 @@ def test_diagonal_mixture_gradients_match_the_broadcast_form():
 def test_mixture_priors_use_the_matmul_form():
     assert isinstance(MixtureOfGaussians(3, 4)(), DiagonalGaussianMixture)
     enc = torch.nn.Linear(4, 6)
-    assert isinstance(VampPrior(enc, DiagonalGaussian(), (4,), components=5)(), DiagonalGaussianMixture)
+    assert isinstance(
+        VampPrior(enc, DiagonalGaussian(), (4,), components=5)(), DiagonalGaussianMixture
+    )

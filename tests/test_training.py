@@ -329,10 +329,15 @@ def test_a_checkpoint_write_removes_temp_files_of_killed_writes(tmp_path):
     "overrides, beta_at",
     [
         # 5 steps per epoch, 4 epochs = 20 steps; 2 cycles of 10, rising over the first 5
-        (dict(schedule="cyclical", cycles=2, cycle_ratio=0.5, beta=2.0, epochs=4),
-         lambda s: 2.0 * min(1.0, (s % 10) / 5)),
+        (
+            dict(schedule="cyclical", cycles=2, cycle_ratio=0.5, beta=2.0, epochs=4),
+            lambda s: 2.0 * min(1.0, (s % 10) / 5),
+        ),
         (dict(schedule="constant", beta=0.5, epochs=2), lambda s: 0.5),
-        (dict(schedule="warmup", warmup_epochs=2.0, beta=1.0, epochs=2), lambda s: min(1.0, s / 10)),
+        (
+            dict(schedule="warmup", warmup_epochs=2.0, beta=1.0, epochs=2),
+            lambda s: min(1.0, s / 10),
+        ),
     ],
 )
 def test_the_config_schedule_drives_beta_at_every_step(tmp_path, monkeypatch, overrides, beta_at):

@@ -291,7 +291,9 @@ def aggregate_log_q(
             f"dataset_size must be an integer >= the batch size {b}; received {dataset_size!r}"
         )
     if estimator == "mws":
-        log_w = torch.full((b, b), -math.log(dataset_size * b), dtype=log_q.dtype, device=log_q.device)
+        log_w = torch.full(
+            (b, b), -math.log(dataset_size * b), dtype=log_q.dtype, device=log_q.device
+        )
     else:
         if b < 2:
             raise ValueError(f"estimator='mss' needs a batch of >= 2 examples; received {b}")

@@ -347,12 +347,19 @@ class RunningGaussian(Likelihood):
     step (``PIWAE``) updates it twice.
     """
 
-    def __init__(self, momentum: float = 0.99, init_variance: float = 1.0, min_variance: float = math.exp(-12.0)):
+    def __init__(
+        self,
+        momentum: float = 0.99,
+        init_variance: float = 1.0,
+        min_variance: float = math.exp(-12.0),
+    ):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1); received {momentum!r}")
         for name, v in (("init_variance", init_variance), ("min_variance", min_variance)):
-            if isinstance(v, bool) or not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (
+                isinstance(v, int | float) and math.isfinite(v) and v > 0
+            ):
                 raise ValueError(f"{name} must be a positive finite number; received {v!r}")
         self.momentum, self.min_variance = float(momentum), float(min_variance)
         self.register_buffer("variance", torch.tensor(max(float(init_variance), self.min_variance)))

@@ -89,9 +89,7 @@ class DiagonalGaussianMixture(MixtureSameFamily):
         flat = z.reshape(-1, d).double()
         prec = scale.pow(-2)
         quad = (
-            (flat * flat) @ prec.T
-            - 2.0 * flat @ (loc * prec).T
-            + (loc * loc * prec).sum(-1)
+            (flat * flat) @ prec.T - 2.0 * flat @ (loc * prec).T + (loc * loc * prec).sum(-1)
         ).clamp_min(0.0)  # [N, C]
         log_norm = -scale.log().sum(-1) - 0.5 * d * math.log(2.0 * math.pi)
         log_pi = torch.log_softmax(self.mixture_distribution.logits.double(), dim=-1)
