@@ -5,22 +5,50 @@ Every per-example term is in nats, shape ``[B]``; ``reduction`` acts on the batc
 only. Sign conventions (DESIGN.md): ``bound`` is the lower bound on log p(x) that the
 objective estimates (negative for images), ``rec = -E_q[log p(x|z)]`` (positive),
 ``kl = KL(q(z|x) || p(z))`` (analytic: never negative), ``loss`` is what is minimised.
+
+Bounds: ELBO, IWAE, MIWAE, CIWAE, PIWAE. Regularised ELBOs, each the ELBO's terms
+(:func:`rec_kl`) plus one term: beta-VAE is ``ELBO(beta=...)``; CapacityELBO, GECO,
+BetaTCVAE, FactorVAE, DIPVAE, InfoVAE, WAE. GECO and FactorVAE hold state (a multiplier, a
+discriminator): they are ``nn.Module``s whose ``state_dict`` holds all of it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
+from torch.func import functional_call
 
 from vaekit import functional as VF
 from vaekit._checks import check_choice, check_positive
 from vaekit.models.vae import VAEOutput
+from vaekit.schedules import Capacity
 
-__all__ = ["LossOutput", "ELBO", "IWAE", "MIWAE", "CIWAE", "log_weights", "analytic_kl"]
+__all__ = [
+    "LossOutput",
+    "ELBO",
+    "IWAE",
+    "MIWAE",
+    "CIWAE",
+    "PIWAE",
+    "CapacityELBO",
+    "GECO",
+    "BetaTCVAE",
+    "FactorVAE",
+    "DIPVAE",
+    "InfoVAE",
+    "WAE",
+    "log_weights",
+    "analytic_kl",
+    "rec_kl",
+]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -120,6 +148,43 @@ def log_weights(
     return _Terms(model, x, out, stop_q)
 
 
+def rec_kl(t: _Terms, kl: str = "analytic") -> tuple[torch.Tensor, torch.Tensor]:
+    """The two ELBO terms of one pass, nats ``[B]``: ``rec = -mean_s log p(x | z_s)`` and the KL.
+
+    ``kl="analytic"``: KL(q(z|x) || p(z)) from the registry (:func:`analytic_kl`);
+    ``kl="mc"``: ``mean_s [log q(z_s|x) - log p(z_s)]`` over the same draws. Every
+    ELBO-based objective (ELBO, CapacityELBO, GECO, FactorVAE, DIPVAE, InfoVAE, WAE) starts here.
+    """
+    rec = -t.log_px.mean(0)
+    if kl == "analytic":
+        return rec, analytic_kl(t.out.posterior, t.out.prior)
+    return rec, (t.log_qz - t.log_pz).mean(0)
+
+
+def _elbo_output(
+    rec: torch.Tensor,
+    kl: torch.Tensor,
+    per_example_loss: torch.Tensor,
+    reduction: str,
+    terms: dict[str, torch.Tensor] | None = None,
+    metrics: dict[str, torch.Tensor] | None = None,
+) -> LossOutput:
+    """LossOutput of an ELBO-based objective: ``bound = -rec - kl`` (the beta-free ELBO),
+    ``rec``, ``kl``, ``loss`` and any extra per-example ``terms`` ``[B]``; metrics hold their
+    batch means (``elbo`` for the bound) plus extra scalar ``metrics``."""
+    bound = -rec - kl
+    per_example = {"bound": bound, "rec": rec, "kl": kl, "loss": per_example_loss, **(terms or {})}
+    means = {
+        "loss": per_example_loss.detach().mean(),
+        "elbo": bound.detach().mean(),
+        "rec": rec.detach().mean(),
+        "kl": kl.detach().mean(),
+    }
+    means.update({k: v.detach().mean() for k, v in (terms or {}).items()})
+    means.update({k: torch.as_tensor(v).detach() for k, v in (metrics or {}).items()})
+    return LossOutput(_reduce(per_example_loss, reduction), per_example, means)
+
+
 @dataclass(frozen=True)
 class ELBO:
     """Evidence lower bound ``E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x)``, nats.
@@ -160,33 +225,17 @@ class ELBO:
     def __call__(self, model, x: torch.Tensor, *, beta: float | None = None) -> LossOutput:
         beta = self.beta if beta is None else beta
         t = log_weights(model, x, self.samples)
-        rec = -t.log_px.mean(0)
-        if self.kl == "analytic":
-            q, p = t.out.posterior, t.out.prior
-            if self.free_bits > 0:
-                kl_dims = analytic_kl(q, p, per_dim=True)  # [B, D]
-                kl = kl_dims.sum(-1)
-                # below lambda, a dimension's KL is replaced by the constant lambda (no gradient)
-                active = kl_dims.mean(0) > self.free_bits
-                kl_term = torch.where(
-                    active, kl_dims, torch.full_like(kl_dims, self.free_bits)
-                ).sum(-1)
-            else:
-                kl = kl_term = analytic_kl(q, p)
+        if self.free_bits > 0:
+            rec = -t.log_px.mean(0)
+            kl_dims = analytic_kl(t.out.posterior, t.out.prior, per_dim=True)  # [B, D]
+            kl = kl_dims.sum(-1)
+            # below lambda, a dimension's KL is replaced by the constant lambda (no gradient)
+            active = kl_dims.mean(0) > self.free_bits
+            kl_term = torch.where(active, kl_dims, torch.full_like(kl_dims, self.free_bits)).sum(-1)
         else:
-            kl = kl_term = (t.log_qz - t.log_pz).mean(0)
-        bound = -rec - kl
-        per_example_loss = rec + beta * kl_term
-        loss = _reduce(per_example_loss, self.reduction)
-        metrics = {
-            "loss": per_example_loss.detach().mean(),
-            "elbo": bound.detach().mean(),
-            "rec": rec.detach().mean(),
-            "kl": kl.detach().mean(),
-        }
-        return LossOutput(
-            loss, {"bound": bound, "rec": rec, "kl": kl, "loss": per_example_loss}, metrics
-        )
+            rec, kl = rec_kl(t, self.kl)
+            kl_term = kl
+        return _elbo_output(rec, kl, rec + beta * kl_term, self.reduction)
 
     def replace(self, **changes) -> ELBO:
         """A copy with some hyperparameters changed (e.g. ``beta`` from a schedule)."""
@@ -243,10 +292,15 @@ class IWAE:
 
 
 def _sampled_output(
-    t: _Terms, bound: torch.Tensor, per_example_loss: torch.Tensor, reduction: str, name: str
+    t: _Terms,
+    bound: torch.Tensor,
+    per_example_loss: torch.Tensor,
+    reduction: str,
+    name: str,
+    terms: dict[str, torch.Tensor] | None = None,
 ) -> LossOutput:
     """The LossOutput of a multi-sample bound: ``bound``, and Monte Carlo ``rec``, ``kl``,
-    ``elbo`` averaged over all the draws, each ``[B]`` nats."""
+    ``elbo`` averaged over all the draws, each ``[B]`` nats, plus extra per-example ``terms``."""
     rec = -t.log_px.mean(0)
     kl = (t.log_qz - t.log_pz).mean(0)
     per_example = {
@@ -255,6 +309,7 @@ def _sampled_output(
         "kl": kl,
         "elbo": -rec - kl,
         "loss": per_example_loss,
+        **(terms or {}),
     }
     metrics = {
         "loss": per_example_loss.detach().mean(),
@@ -262,6 +317,7 @@ def _sampled_output(
         "elbo": (-rec - kl).detach().mean(),
         "rec": rec.detach().mean(),
         "kl": kl.detach().mean(),
+        **{k: v.detach().mean() for k, v in (terms or {}).items()},
     }
     return LossOutput(_reduce(per_example_loss, reduction), per_example, metrics)
 
@@ -318,3 +374,506 @@ class CIWAE:
         log_w = t.log_w
         bound = self.beta * log_w.mean(0) + (1.0 - self.beta) * VF.iwae_bound(log_w)
         return _sampled_output(t, bound, -bound, self.reduction, "ciwae")
+
+
+# --- regularised ELBOs and the IWAE family, continued (issues 6 and 8) ------------------------
+#
+# Each objective below starts from the same pass (log_weights) and the same two ELBO terms
+# (rec_kl); only the term it adds or reweights is written here. beta-VAE is ELBO(beta=...).
+# Batch statistics (a DIP covariance penalty, an MMD) are shared by every example: their
+# per-example entry repeats the batch value, so reduction="mean" adds it once.
+
+
+def _check_weight(name: str, value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number; received {value!r}")
+    check_positive(name, value, allow_zero=True)
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
+
+
+@dataclass(frozen=True)
+class PIWAE:
+    """Partially importance weighted auto-encoder (Rainforth et al. 2018), nats.
+
+    One set of M*K draws z ~ q(z|x) serves two bounds: the inference network (q's parameters
+    and the reparameterised path of z) follows the gradient of ``MIWAE_{M,K}``, the generative
+    network (decoder and prior) that of ``IWAE_{MK}``. ``bound`` and the loss value are
+    ``IWAE_{MK}`` / ``-IWAE_{MK}``; ``per_example["miwae"]`` is ``MIWAE_{M,K}``.
+
+    Gradient routing: with ``c = softmax(log w)`` over all MK draws (d IWAE / d log w) and
+    ``c'`` the softmax within each group of K divided by M (d MIWAE / d log w), the surrogate
+    ``-sum c' log w - sum (c - c') log p(x, z-bar)`` (z-bar = z detached: a second decoder
+    pass) gives the generative parameters ``sum c grad log p(x, z)`` and the inference
+    parameters ``sum c' grad log w``. A prior whose parameters come from the encoder
+    (VampPrior) counts as generative. A likelihood with running statistics
+    (:class:`~vaekit.likelihoods.RunningGaussian`) sees two ``log_prob`` calls per step.
+    """
+
+    m: int = 1
+    k: int = 1
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_count("m", self.m)
+        _check_count("k", self.k)
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, self.m * self.k)
+        log_w = t.log_w  # [MK, B], draw i = m * K + k
+        bound = VF.iwae_bound(log_w)
+        miwae = VF.log_mean_exp(log_w.reshape(self.m, self.k, -1), dim=1).mean(0)
+        lw = log_w.detach()
+        c = torch.softmax(lw, dim=0)
+        c_group = torch.softmax(lw.reshape(self.m, self.k, -1), dim=1).reshape_as(lw) / self.m
+        z_bar = t.out.z.detach()
+        log_p_bar = model.decode(z_bar).log_prob(x) + t.out.prior.log_prob(z_bar)
+        surrogate = -(c_group * log_w).sum(0) - ((c - c_group) * log_p_bar).sum(0)
+        per_example_loss = -bound.detach() + (surrogate - surrogate.detach())
+        return _sampled_output(
+            t, bound, per_example_loss, self.reduction, "piwae", {"miwae": miwae}
+        )
+
+
+@dataclass(frozen=True)
+class CapacityELBO:
+    """Capacity-annealed beta-VAE (Burgess et al. 2018): loss ``rec + gamma |KL - C(step)|`` nats.
+
+    ``C(step) = c_max min(1, step / steps)`` (:class:`vaekit.schedules.Capacity`); defaults
+    are the paper's dSprites values (gamma = 1000, C_max = 25 nats over 100,000 steps).
+    The absolute value acts per example, as in the paper's formula (several public
+    implementations apply it to the batch-mean KL instead). ``step=None`` (evaluation) uses
+    ``C = c_max``. ``per_example["capacity_gap"] = |KL - C|``; ``metrics["capacity"] = C``.
+    ``bound`` is the ordinary ELBO.
+    """
+
+    gamma: float = 1000.0
+    c_max: float = 25.0
+    steps: int = 100_000
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_weight("gamma", self.gamma)
+        Capacity(self.c_max, self.steps)  # validates c_max and steps
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The schedule ``step -> C`` nats."""
+        return Capacity(self.c_max, self.steps)
+
+    def __call__(self, model, x: torch.Tensor, *, step: int | None = None) -> LossOutput:
+        c = float(self.c_max) if step is None else self.capacity(step)
+        rec, kl = rec_kl(log_weights(model, x, 1), self.kl)
+        gap = (kl - c).abs()
+        return _elbo_output(
+            rec,
+            kl,
+            rec + self.gamma * gap,
+            self.reduction,
+            {"capacity_gap": gap},
+            {"capacity": torch.tensor(c)},
+        )
+
+
+class GECO(nn.Module):
+    """Constrained optimisation of the ELBO's terms (Rezende & Viola 2018, "Taming VAEs").
+
+    Loss per example ``KL + lambda * C`` nats with the constraint ``C = rec - tolerance``:
+    ``rec = -E_q[log p(x|z)]`` is the per-example reconstruction NLL in nats (for a fixed-sigma
+    Gaussian, ``||x - mean||^2 / (2 sigma^2)`` plus a constant), so ``tolerance`` is in nats per
+    example. After each training call (``self.training`` and gradients on), with the batch
+    mean ``C_t``: ``C_ma <- alpha C_ma + (1 - alpha) C_t`` (``C_ma = C_1`` at the first call),
+    then ``lambda <- clamp(lambda exp(lr * C_ma), lambda_min, lambda_max)``, detached. The
+    call's loss uses lambda from before its update. lambda, C_ma and the update count are
+    buffers (``state_dict``). ``per_example["constraint"] = C``; metrics ``lambda`` (used),
+    ``constraint_ma`` (after the update). ``bound`` is the ordinary ELBO.
+
+    The paper also swaps the value of C for its moving average inside the loss; that changes
+    the reported number only, not the gradient, and is not done here.
+    """
+
+    def __init__(
+        self,
+        tolerance: float,
+        alpha: float = 0.99,
+        lambda_init: float = 1.0,
+        lr: float = 1e-3,
+        lambda_min: float = 1e-6,
+        lambda_max: float = 1e6,
+        kl: str = "analytic",
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        if isinstance(tolerance, bool) or not (
+            isinstance(tolerance, int | float) and math.isfinite(tolerance)
+        ):
+            raise ValueError(f"tolerance must be a finite number of nats; received {tolerance!r}")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1); received {alpha!r}")
+        check_positive("lr", lr)
+        check_positive("lambda_min", lambda_min)
+        if not lambda_min <= lambda_init <= lambda_max:
+            raise ValueError(
+                f"lambda_init must be in [lambda_min, lambda_max] = [{lambda_min}, {lambda_max}]; "
+                f"received {lambda_init!r}"
+            )
+        check_choice("kl", kl, ("analytic", "mc"))
+        check_choice("reduction", reduction, _REDUCTIONS)
+        self.tolerance, self.alpha, self.lr = float(tolerance), float(alpha), float(lr)
+        self.lambda_min, self.lambda_max = float(lambda_min), float(lambda_max)
+        self.kl, self.reduction = kl, reduction
+        self.register_buffer("lagrange", torch.tensor(float(lambda_init)))
+        self.register_buffer("constraint_ma", torch.tensor(0.0))
+        self.register_buffer("updates", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, model, x: torch.Tensor) -> LossOutput:
+        rec, kl = rec_kl(log_weights(model, x, 1), self.kl)
+        constraint = rec - self.tolerance
+        lam = self.lagrange.clone()  # the loss keeps this value; the buffer is updated in place
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                c_t = constraint.detach().mean().to(self.constraint_ma)
+                ma = self.alpha * self.constraint_ma + (1.0 - self.alpha) * c_t
+                self.constraint_ma.copy_(torch.where(self.updates == 0, c_t, ma))
+                new = self.lagrange * torch.exp(self.lr * self.constraint_ma)
+                self.lagrange.copy_(new.clamp(self.lambda_min, self.lambda_max))
+                self.updates += 1
+        return _elbo_output(
+            rec,
+            kl,
+            kl + lam * constraint,
+            self.reduction,
+            {"constraint": constraint},
+            {"lambda": lam, "constraint_ma": self.constraint_ma.clone()},
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"tolerance={self.tolerance}, alpha={self.alpha}, lr={self.lr}, "
+            f"lambda={float(self.lagrange):.4g}"
+        )
+
+
+def _factorised(name: str, d: Distribution, objective: str) -> Distribution:
+    """The per-dimension base of ``Independent(base, 1)``; other distributions are an error."""
+    if not (isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1):
+        raise ValueError(
+            f"{objective} needs a factorised {name}, Independent(base, 1) over the latent axis "
+            f"(e.g. StandardNormal, LearnableGaussian, DiagonalGaussian); received {_describe(d)}"
+        )
+    return d.base_dist
+
+
+@dataclass(frozen=True)
+class BetaTCVAE:
+    """beta-TCVAE (Chen et al. 2018): ``rec + alpha MI + beta TC + gamma DWKL`` per example, nats.
+
+    For one draw z ~ q(z|x) the Monte Carlo KL splits exactly as
+    ``log q(z|x) - log p(z) = [log q(z|x) - log q(z)] + [log q(z) - sum_j log q(z_j)]
+    + [sum_j log q(z_j) - sum_j log p(z_j)]`` = index-code MI + total correlation +
+    dimension-wise KL, with log q(z) and log q(z_j) estimated over the minibatch by
+    :func:`vaekit.functional.aggregate_log_q` (``estimator="mws"`` or ``"mss"``; both need
+    ``dataset_size`` N >= the batch size). ``alpha = beta = gamma = 1`` is the ELBO with a
+    one-sample KL. Needs a factorised posterior and prior (``Independent`` over the latent
+    axis). ``per_example``: ``bound`` (one-sample ELBO), ``rec``, ``kl`` (= mi + tc + dwkl),
+    ``loss``, ``mi``, ``tc``, ``dwkl``. MWS, as published, underestimates log q(z) (by log N
+    when all posteriors coincide), so its MI and TC carry an offset; MSS is unbiased for q(z).
+    """
+
+    dataset_size: int
+    beta: float = 6.0
+    alpha: float = 1.0
+    gamma: float = 1.0
+    estimator: str = "mws"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_count("dataset_size", self.dataset_size, 2)
+        for name in ("beta", "alpha", "gamma"):
+            _check_weight(name, getattr(self, name))
+        check_choice("estimator", self.estimator, ("mws", "mss"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        q = _factorised("posterior", t.out.posterior, "BetaTCVAE")
+        _factorised("prior", t.out.prior, "BetaTCVAE")  # so log p(z) = sum_j log p(z_j)
+        z = t.out.z[0]  # [B, D]
+        log_q = q.log_prob(z.unsqueeze(1))  # [B, B, D]: log q(z_id | x_j)
+        log_qz, log_prod_qzj = VF.aggregate_log_q(log_q, self.dataset_size, self.estimator)
+        rec, kl = rec_kl(t, "mc")
+        mi = t.log_qz[0] - log_qz
+        tc = log_qz - log_prod_qzj
+        dwkl = log_prod_qzj - t.log_pz[0]
+        loss = rec + self.alpha * mi + self.beta * tc + self.gamma * dwkl
+        return _elbo_output(rec, kl, loss, self.reduction, {"mi": mi, "tc": tc, "dwkl": dwkl})
+
+
+def _permute_dims(z: torch.Tensor) -> torch.Tensor:
+    """Each latent dimension shuffled independently across the batch: samples of prod_j q(z_j)."""
+    idx = torch.argsort(torch.rand(z.shape, device=z.device), dim=0)
+    return z.gather(0, idx)
+
+
+class FactorVAE(nn.Module):
+    """FactorVAE (Kim & Mnih 2018): loss ``rec + KL + gamma TC`` per example, nats.
+
+    ``TC(z) = log D(z) / (1 - D(z)) = l_0 - l_1``, the discriminator's two logits (class 0:
+    a draw of q(z), class 1: of prod_j q(z_j)), for the draw z ~ q(z|x) of each example; its
+    gradient reaches z, not the discriminator. In the same call (training mode, gradients
+    on) the discriminator takes one Adam step on ``cross_entropy`` between the detached
+    first half of the batch (class 0) and the second half with every dimension permuted
+    across it (class 1): two independent halves stand in for the paper's two minibatches.
+    The discriminator used for TC is the one from before that step (a simultaneous update,
+    as in the paper's Algorithm 2). Discriminator: ``layers`` x [Linear(hidden),
+    LeakyReLU(0.2)], Linear(2). Its parameters and its Adam state are in ``state_dict()``
+    (tensors and numbers only). ``per_example["tc"]``; metrics ``disc_loss``, ``disc_acc``
+    (the step's batch, before the step).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        gamma: float = 35.0,
+        hidden: int = 1000,
+        layers: int = 6,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
+        kl: str = "analytic",
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        _check_count("latent_dim", latent_dim)
+        _check_weight("gamma", gamma)
+        _check_count("hidden", hidden)
+        _check_count("layers", layers)
+        check_positive("lr", lr)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1); received {betas!r}")
+        check_choice("kl", kl, ("analytic", "mc"))
+        check_choice("reduction", reduction, _REDUCTIONS)
+        self.latent_dim, self.gamma, self.kl, self.reduction = (
+            latent_dim,
+            float(gamma),
+            kl,
+            reduction,
+        )
+        net: list[nn.Module] = []
+        width = latent_dim
+        for _ in range(layers):
+            net += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+            width = hidden
+        self.discriminator = nn.Sequential(*net, nn.Linear(width, 2))
+        self.optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=lr, betas=tuple(float(b) for b in betas)
+        )
+
+    def forward(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        z = t.out.z[0]
+        if z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"FactorVAE was built for latent_dim={self.latent_dim}; received z of shape "
+                f"{tuple(z.shape)}"
+            )
+        dz = z.to(next(self.discriminator.parameters()).dtype)
+        # a copy of the weights: the step below changes them in place before backward runs
+        frozen = {k: v.detach().clone() for k, v in self.discriminator.named_parameters()}
+        logits = functional_call(self.discriminator, frozen, (dz,))
+        tc = (logits[:, 0] - logits[:, 1]).to(z.dtype)
+        metrics = self._discriminator_step(dz.detach())
+        return _elbo_output(
+            rec, kl, rec + kl + self.gamma * tc, self.reduction, {"tc": tc}, metrics
+        )
+
+    def _discriminator_step(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        half = z.shape[0] // 2
+        update = self.training and torch.is_grad_enabled()
+        if half < 1:
+            if update:
+                raise ValueError(
+                    f"FactorVAE trains its discriminator on two halves of the batch: it needs "
+                    f">= 2 examples; received a batch of {z.shape[0]}"
+                )
+            return {}
+        inputs = torch.cat([z[:half], _permute_dims(z[half : 2 * half])])
+        labels = torch.cat([torch.zeros(half), torch.ones(half)]).long().to(z.device)
+        params = list(self.discriminator.parameters())
+        with torch.set_grad_enabled(update):
+            logits = self.discriminator(inputs)
+            loss = F.cross_entropy(logits, labels)
+        acc = (logits.detach().argmax(-1) == labels).float().mean()
+        if update:
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p.grad = g
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {"disc_loss": loss.detach(), "disc_acc": acc}
+
+    def get_extra_state(self) -> dict:
+        """The discriminator's Adam state (tensors, numbers), saved under ``_extra_state``."""
+        return {"optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) / .double() move the Adam moments along with the parameters
+        super()._apply(fn, *args, **kwargs)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value) and key != "step":
+                    state[key] = fn(value)
+        return self
+
+
+@dataclass(frozen=True)
+class DIPVAE:
+    """DIP-VAE (Kumar et al. 2018): ``rec + KL + lambda_od sum_{i!=j} C_ij^2 + lambda_d sum_i (C_ii - 1)^2``.
+
+    C is a covariance estimated over the batch (``1/B``, biased) from q(z|x) = N(mu, diag(s^2)):
+    ``kind="i"``: ``C = Cov_batch[mu]`` (DIP-VAE-I); ``kind="ii"``: ``C = Cov_batch[mu] +
+    mean_batch diag(s^2)``, the covariance of q(z) (DIP-VAE-II). ``lambda_d`` defaults to
+    ``10 lambda_od`` for I and ``lambda_od`` for II, as in the paper. The penalty (squared
+    latent units, unitless) is a batch statistic: ``per_example["dip"]`` repeats it for every
+    example; metrics ``dip_offdiag``, ``dip_diag`` (the unweighted sums).
+    """
+
+    kind: str = "ii"
+    lambda_od: float = 10.0
+    lambda_d: float | None = None
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, ("i", "ii"))
+        _check_weight("lambda_od", self.lambda_od)
+        if self.lambda_d is not None:
+            _check_weight("lambda_d", self.lambda_d)
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    @property
+    def diagonal_weight(self) -> float:
+        """lambda_d as used: given, else the paper's default for ``kind``."""
+        if self.lambda_d is not None:
+            return float(self.lambda_d)
+        return (10.0 if self.kind == "i" else 1.0) * float(self.lambda_od)
+
+    def covariance(self, q: Distribution) -> torch.Tensor:
+        """The ``[D, D]`` covariance C of ``kind`` for a posterior of batch ``[B]``, event ``[D]``."""
+        mu = q.mean
+        if mu.dim() != 2 or mu.shape[0] < 2:
+            raise ValueError(
+                f"DIPVAE needs a posterior mean of shape [B, D] with B >= 2; received {tuple(mu.shape)}"
+            )
+        centred = mu - mu.mean(0)
+        cov = centred.T @ centred / mu.shape[0]
+        if self.kind == "ii":
+            cov = cov + torch.diag(q.variance.mean(0))
+        return cov
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        cov = self.covariance(t.out.posterior)
+        diag = cov.diagonal()
+        offdiag = cov.square().sum() - diag.square().sum()
+        ondiag = (diag - 1.0).square().sum()
+        penalty = (self.lambda_od * offdiag + self.diagonal_weight * ondiag).expand_as(rec)
+        return _elbo_output(
+            rec,
+            kl,
+            rec + kl + penalty,
+            self.reduction,
+            {"dip": penalty},
+            {"dip_offdiag": offdiag, "dip_diag": ondiag},
+        )
+
+
+def _mmd_to_prior(t: _Terms, kernel: str, bandwidth: float | None) -> torch.Tensor:
+    """Unbiased MMD^2 between the draws z ~ q(z|x) of the batch and as many draws of p(z)."""
+    z = t.out.z.reshape(-1, t.out.z.shape[-1])
+    with torch.no_grad():
+        pz = t.out.prior.sample((z.shape[0],)).to(z)
+    return VF.mmd(z, pz, kernel=kernel, bandwidth=bandwidth, unbiased=True)
+
+
+@dataclass(frozen=True)
+class InfoVAE:
+    """InfoVAE / MMD-VAE (Zhao et al. 2017): ``rec + (1 - alpha) KL + (alpha + lambda_ - 1) MMD``.
+
+    MMD = unbiased MMD^2(q(z), p(z)) (:func:`vaekit.functional.mmd`) between the batch's draws
+    z ~ q(z|x) (the aggregate posterior) and as many draws of ``model.prior()``, a batch
+    statistic (``per_example["mmd"]`` repeats it). ``alpha=0, lambda_=1000`` is the paper's
+    MMD-VAE; ``alpha=1, lambda_=1`` is the ELBO. rec, KL in nats; MMD in squared kernel units.
+    Needs ``alpha <= 1`` and ``alpha + lambda_ >= 1`` (nonnegative weights).
+    """
+
+    alpha: float = 0.0
+    lambda_: float = 1000.0
+    kernel: str = "rbf"
+    bandwidth: float | None = None
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.alpha) and self.alpha <= 1.0):
+            raise ValueError(
+                f"alpha must be <= 1 (the KL weight is 1 - alpha); received {self.alpha!r}"
+            )
+        _check_weight("lambda_", self.lambda_)
+        if self.alpha + self.lambda_ - 1.0 < 0:
+            raise ValueError(
+                f"alpha + lambda_ must be >= 1 (the MMD weight); received alpha={self.alpha}, "
+                f"lambda_={self.lambda_}"
+            )
+        check_choice("kernel", self.kernel, ("rbf", "imq"))
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        mmd = _mmd_to_prior(t, self.kernel, self.bandwidth).expand_as(rec)
+        loss = rec + (1.0 - self.alpha) * kl + (self.alpha + self.lambda_ - 1.0) * mmd
+        return _elbo_output(rec, kl, loss, self.reduction, {"mmd": mmd})
+
+
+@dataclass(frozen=True)
+class WAE:
+    """WAE-MMD (Tolstikhin et al. 2018): loss ``rec + lambda_ MMD(q(z), p(z))``.
+
+    rec is the reconstruction NLL in nats (the paper's cost c(x, G(z)) is a squared
+    distance: a fixed-sigma Gaussian likelihood gives it up to scale). Its codes are the
+    draws z ~ q(z|x) of the stochastic encoder (the paper mostly uses a deterministic one),
+    compared with as many draws of ``model.prior()`` by the unbiased MMD^2 with the IMQ
+    kernel, C = 2 D sigma^2 (:func:`vaekit.functional.mmd`). The KL is not in the loss; it is
+    reported (``kl``) with the ELBO in ``bound``. ``per_example["mmd"]`` repeats the batch MMD.
+    """
+
+    lambda_: float = 10.0
+    kernel: str = "imq"
+    bandwidth: float | None = None
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_weight("lambda_", self.lambda_)
+        check_choice("kernel", self.kernel, ("rbf", "imq"))
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        mmd = _mmd_to_prior(t, self.kernel, self.bandwidth).expand_as(rec)
+        return _elbo_output(rec, kl, rec + self.lambda_ * mmd, self.reduction, {"mmd": mmd})

@@ -7,9 +7,10 @@ steps per epoch. Any of them can be used by the trainer or by a hand-written loo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["Constant", "LinearWarmup", "Cyclical"]
+__all__ = ["Constant", "LinearWarmup", "Cyclical", "Capacity"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,32 @@ class Cyclical:
         if step < 0:
             raise ValueError(f"step must be >= 0; received {step!r}")
         return float(self.value) * min(1.0, (step % self.period) / (self.ratio * self.period))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """C(step) = c_max * min(1, step / steps) nats: the KL target of capacity annealing.
+
+    Burgess et al. (2018), "Understanding disentangling in beta-VAE": the KL is pulled
+    towards C, raised linearly from 0 to ``c_max`` over ``steps`` optimizer steps (25 nats
+    over 100,000 iterations for dSprites). ``steps=0`` means C = ``c_max`` from the start.
+    Used by :class:`vaekit.objectives.CapacityELBO`.
+    """
+
+    c_max: float = 25.0
+    steps: int = 100_000
+
+    def __post_init__(self):
+        if not (
+            isinstance(self.c_max, int | float) and math.isfinite(self.c_max) and self.c_max >= 0
+        ):
+            raise ValueError(f"c_max must be a finite number of nats >= 0; received {self.c_max!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0; received {self.steps!r}")
+
+    def __call__(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"step must be >= 0; received {step!r}")
+        if self.steps == 0:
+            return float(self.c_max)
+        return float(self.c_max) * min(1.0, step / self.steps)
