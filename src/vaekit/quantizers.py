@@ -1,0 +1,411 @@
+"""Discrete bottlenecks: vector quantisation (VQ-VAE) and finite scalar quantisation (FSQ).
+
+Shape convention (channels first, like ``nn.Conv2d``): the code dimension is **axis 1**.
+A quantizer takes ``z_e`` of shape ``[B, C, *positions]`` (``[B, C]``, ``[B, C, L]`` or
+``[B, C, H, W]``) and returns ``z_q`` of the same shape and ``indices`` ``[B, *positions]``
+(``torch.long``). Data laid out as ``[B, N, C]`` goes in as ``z.movedim(-1, 1)``.
+
+Units: the auxiliary losses are per-example squared Euclidean distances **summed** over all
+latent positions and code dimensions, shape ``[B]`` (like every log-density in vaekit, which
+is summed over its event). Nothing is averaged over the batch here.
+
+* :class:`VectorQuantizer`: nearest-code lookup with a straight-through gradient, codebook
+  and commitment losses (van den Oord et al. 2017), optional EMA codebook (Razavi et al. 2019),
+  dead-code restarts, cosine codes. Memory-bounded for large codebooks.
+* :class:`FSQ`: finite scalar quantisation (Mentzer et al. 2023): no codebook, no losses.
+* :func:`nearest_codes`: the chunked lookup itself.
+
+Both quantizers return a :class:`QuantizerOutput` and update their state (EMA, restart
+counters) only in training mode with gradients enabled, so evaluation under
+``torch.no_grad()`` or ``model.eval()`` never changes the codebook. All state lives in
+registered buffers: ``state_dict()`` round-trips through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import distributed as dist
+from torch import nn
+
+from vaekit._checks import check_finite, check_positive, validation_enabled
+
+__all__ = [
+    "QuantizerOutput",
+    "VectorQuantizer",
+    "FSQ",
+    "FSQ_LEVELS",
+    "nearest_codes",
+    "code_statistics",
+    "MAX_BLOCK",
+]
+
+#: Largest distance block ``[rows, K]`` (in elements) that :func:`nearest_codes` builds at
+#: once by default: 2**22 float32 values = 16 MiB, whatever N and K are.
+MAX_BLOCK = 2**22
+
+#: Levels recommended by Mentzer et al. (2023, Table 1) for a target codebook size
+#: (their products are close to, not equal to, the target).
+FSQ_LEVELS: dict[int, tuple[int, ...]] = {
+    2**8: (8, 6, 5),
+    2**10: (8, 5, 5, 5),
+    2**12: (7, 5, 5, 5, 5),
+    2**14: (8, 8, 8, 6, 5),
+    2**16: (8, 8, 8, 5, 5, 5),
+}
+
+
+class QuantizerOutput(NamedTuple):
+    """What a quantizer hands back.
+
+    ``z_q``: ``[B, C, *positions]`` quantised vectors with the straight-through gradient
+    (forward value = the chosen codes, backward = identity to ``z_e``); ``indices``:
+    ``[B, *positions]`` long; ``codebook_loss``: ``||sg[z_e] - e||^2`` summed per example,
+    ``[B]`` (zero with an EMA codebook and for FSQ); ``commitment_loss``:
+    ``beta ||z_e - sg[e]||^2`` summed per example, ``[B]`` (already weighted by beta);
+    ``perplexity``: ``exp(H(mean code usage in the batch))``, in codes (1 to K), detached;
+    ``usage``: fraction of the K codes used at least once in the batch, detached.
+    """
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; received {value!r}")
+    return value
+
+
+def _flatten(name: str, z: torch.Tensor, code_dim: int) -> torch.Tensor:
+    """``[B, C, *positions] -> [B * prod(positions), C]`` after checking axis 1 is ``code_dim``."""
+    if z.dim() < 2 or z.shape[1] != code_dim:
+        raise ValueError(
+            f"{name} must have shape [B, {code_dim}, *positions] (code dimension on axis 1, "
+            f"channels first); received shape {tuple(z.shape)}"
+        )
+    if not z.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; received dtype {z.dtype}")
+    return z.movedim(1, -1).reshape(-1, code_dim)
+
+
+def _unflatten(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_flatten`: ``[N, C] -> like.shape``."""
+    b, c, *pos = like.shape
+    return flat.reshape(b, *pos, c).movedim(-1, 1)
+
+
+def _per_example(sq: torch.Tensor, batch: int) -> torch.Tensor:
+    """Sum squared errors ``[N, C]`` (N = B * positions) to ``[B]``."""
+    return sq.reshape(batch, -1).sum(1)
+
+
+def _scores(z: torch.Tensor, codebook: torch.Tensor, code_sq: torch.Tensor) -> torch.Tensor:
+    """``||e_k||^2 - 2 z . e_k`` for a block of rows: ``[n, C], [K, C] -> [n, K]``.
+
+    The squared distance minus the row constant ``||z||^2`` (argmin is unchanged). A separate
+    function so tests can watch the block sizes.
+    """
+    return torch.addmm(code_sq, z, codebook.t(), beta=1.0, alpha=-2.0)
+
+
+def nearest_codes(
+    z: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    """``argmin_k ||z_n - e_k||^2`` for every row of ``z`` ``[N, C]``: indices ``[N]`` (long).
+
+    The ``[N, K]`` distance matrix is never built: rows go through in blocks of ``chunk_size``
+    (default ``max(1, MAX_BLOCK // K)``), so peak extra memory is ``chunk_size * K`` values,
+    e.g. 64 rows x 65,536 codes = 16 MiB. No gradient flows through the lookup.
+    """
+    if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"z must be [N, C] and codebook [K, C] with the same C; received z "
+            f"{tuple(z.shape)} and codebook {tuple(codebook.shape)}"
+        )
+    k = codebook.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, MAX_BLOCK // k)
+    _check_int("chunk_size", chunk_size, 1)
+    with torch.no_grad():
+        z, codebook = z.detach(), codebook.detach()
+        code_sq = codebook.pow(2).sum(1)
+        out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+        for start in range(0, z.shape[0], chunk_size):
+            block = z[start : start + chunk_size]
+            out[start : start + block.shape[0]] = _scores(block, codebook, code_sq).argmin(1)
+    return out
+
+
+def code_statistics(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Perplexity ``exp(-sum_k p_k log p_k)`` (codes) and usage ``#{k: p_k > 0} / K`` of a batch.
+
+    ``p_k`` is the fraction of the batch's latent positions assigned to code k; perplexity
+    runs from 1 (one code) to K (uniform use). Both are detached 0-dim tensors.
+    """
+    counts = torch.bincount(indices.reshape(-1), minlength=num_codes).float()
+    p = counts / counts.sum().clamp(min=1.0)
+    entropy = -(torch.where(p > 0, p * p.clamp(min=1e-30).log(), torch.zeros_like(p))).sum()
+    return entropy.exp(), (counts > 0).float().mean()
+
+
+def _all_reduce(*tensors: torch.Tensor) -> None:
+    # EMA statistics and usage counts are summed over processes so every replica keeps the
+    # same codebook under DistributedDataParallel.
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantiser with a straight-through gradient (VQ-VAE).
+
+    ``z_q = e_k, k = argmin_j ||z_e - e_j||^2``; backward passes ``dL/dz_q`` to ``z_e``
+    unchanged. Per example (summed over positions and code dims, ``[B]``):
+    codebook loss ``||sg[z_e] - e||^2`` (trains the codebook only) and commitment loss
+    ``beta ||z_e - sg[e]||^2`` (trains the encoder only) (van den Oord et al. 2017, eq. 3).
+
+    Args:
+        num_codes: codebook size K.
+        code_dim: size C of each code; ``z_e`` is ``[B, C, *positions]`` (channels first).
+        beta: commitment weight (0.25 in the paper); the returned commitment loss includes it.
+        ema: update the codebook by exponential moving averages of its assigned encoder
+            outputs instead of by the codebook loss (van den Oord et al. 2017, appendix A.1;
+            Razavi et al. 2019). The codebook is then a buffer (no gradient) and
+            ``codebook_loss`` is zero.
+        decay: EMA decay gamma: ``N_k <- gamma N_k + (1 - gamma) n_k``,
+            ``m_k <- gamma m_k + (1 - gamma) sum_{i: k_i = k} z_i``, ``e_k = m_k / N~_k``
+            with Laplace-smoothed counts ``N~_k = (N_k + eps) / (sum_j N_j + K eps) sum_j N_j``.
+        eps: Laplace smoothing constant of the EMA counts.
+        restart_after: re-initialise a code to a random encoder output of the current batch
+            after it went unused for this many consecutive training steps (dead-code
+            restart, as in Jukebox, Dhariwal et al. 2020); 0 disables restarts.
+        cosine: l2-normalise encoder outputs and codes before the lookup and the losses
+            (distances are then ``2 - 2 cos``; Yu et al. 2022, ViT-VQGAN); ``z_q`` has unit norm.
+        chunk_size: rows per distance block in :func:`nearest_codes` (default: bounded by
+            :data:`MAX_BLOCK` elements).
+
+    State updates (EMA, restarts) run only when ``self.training`` and gradients are enabled.
+    Restarts write the rows of a learned codebook in place; an optimiser's moments for those
+    rows are not reset.
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        code_dim: int,
+        *,
+        beta: float = 0.25,
+        ema: bool = False,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart_after: int = 0,
+        cosine: bool = False,
+        chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.num_codes = _check_int("num_codes", num_codes, 1)
+        self.code_dim = _check_int("code_dim", code_dim, 1)
+        check_positive("beta", beta, allow_zero=True)
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must lie in (0, 1), e.g. 0.99; received {decay!r}")
+        check_positive("eps", eps)
+        self.restart_after = _check_int("restart_after", restart_after, 0)
+        if chunk_size is not None:
+            _check_int("chunk_size", chunk_size, 1)
+        self.beta, self.ema, self.decay, self.eps = float(beta), bool(ema), float(decay), float(eps)
+        self.cosine, self.chunk_size = bool(cosine), chunk_size
+
+        # uniform(-1/K, 1/K) as in the reference implementations; with EMA the statistics
+        # start from the codebook itself with unit counts
+        init = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        if self.ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_codes={self.num_codes}, code_dim={self.code_dim}, beta={self.beta}, "
+            f"ema={self.ema}, decay={self.decay}, restart_after={self.restart_after}, "
+            f"cosine={self.cosine}"
+        )
+
+    def codes(self) -> torch.Tensor:
+        """The codebook as the lookup sees it, ``[K, C]`` (l2-normalised when ``cosine``)."""
+        return F.normalize(self.codebook, dim=1) if self.cosine else self.codebook
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes ``e_k`` for indices ``[B, *positions]``: ``[B, C, *positions]``."""
+        _check_indices(indices, self.num_codes)
+        return F.embedding(indices, self.codes()).movedim(-1, 1)
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``z_e`` ``[B, C, *positions]``; see :class:`QuantizerOutput`."""
+        flat = _flatten("z_e", z_e, self.code_dim)
+        check_finite("z_e", z_e)
+        if self.cosine:
+            flat = F.normalize(flat, dim=1)
+        codes = self.codes()
+        idx = nearest_codes(flat, codes, self.chunk_size)
+        e = F.embedding(idx, codes)  # [N, C]; with EMA the codebook is a buffer: no gradient
+        batch = z_e.shape[0]
+        commitment = self.beta * _per_example((flat - e.detach()).pow(2), batch)
+        if self.ema:
+            codebook_loss = torch.zeros(batch, dtype=flat.dtype, device=flat.device)
+        else:
+            codebook_loss = _per_example((flat.detach() - e).pow(2), batch)
+        # straight-through: the value of e, the gradient of the identity to (normalised) z_e
+        z_q = flat + (e - flat).detach()
+        indices = idx.reshape(batch, *z_e.shape[2:])
+        perplexity, usage = code_statistics(idx, self.num_codes)
+        if self.training and torch.is_grad_enabled():
+            self._update(flat.detach(), idx)
+        return QuantizerOutput(
+            _unflatten(z_q, z_e), indices, codebook_loss, commitment, perplexity, usage
+        )
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        if not (self.ema or self.restart_after):
+            return
+        counts = torch.bincount(idx, minlength=self.num_codes).to(flat.dtype)
+        if self.ema:
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
+            _all_reduce(counts, sums)
+            self.ema_count.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+            self.ema_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+            n = self.ema_count.sum()
+            smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+            self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
+        else:
+            _all_reduce(counts)
+        if self.restart_after:
+            self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
+            dead = (self.unused_steps >= self.restart_after).nonzero().squeeze(1)
+            if dead.numel():
+                self._restart(dead, flat)
+
+    def _restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
+        """Set the dead codes to distinct random rows of this batch's encoder outputs."""
+        n = flat.shape[0]
+        if n >= dead.numel():
+            pick = torch.randperm(n, device=flat.device)[: dead.numel()]
+        else:
+            pick = torch.randint(n, (dead.numel(),), device=flat.device)
+        new = flat[pick]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(new, 0)  # the same restart on every replica
+        self.codebook.data[dead] = new
+        if self.ema:
+            # a fresh cluster of one member at the new position
+            self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = new
+        self.unused_steps[dead] = 0
+
+
+def _check_indices(indices: torch.Tensor, num_codes: int) -> None:
+    if indices.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"indices must be an integer tensor; received dtype {indices.dtype}")
+    # a value check (one device sync): off under vaekit.validation(False), like check_finite
+    if (
+        validation_enabled()
+        and indices.numel()
+        and (int(indices.min()) < 0 or int(indices.max()) >= num_codes)
+    ):
+        raise ValueError(
+            f"indices must lie in [0, {num_codes - 1}]; received values in "
+            f"[{int(indices.min())}, {int(indices.max())}]"
+        )
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation (Mentzer et al. 2023): round each of d bounded channels.
+
+    ``z_q_i = round(f_i(z_i)) / floor(L_i / 2)`` with the bound
+    ``f_i(z) = tanh(z + s_i) h_i - o_i``, ``h_i = (L_i - 1)(1 - 1e-3) / 2``, offset
+    ``o_i = 0.5`` for even ``L_i`` (else 0) and shift ``s_i = tan(o_i / h_i)`` as in the paper's
+    code (f(0) is then within 1e-2 of 0, not exactly 0; ``atanh`` would make it exact but is
+    undefined for L = 2, where ``o / h > 1``). Channel i then takes exactly
+    ``L_i`` values in [-1, 1]; rounding has a straight-through gradient, so
+    ``dz_q/dz = f'(z) / floor(L / 2)``. The implicit codebook has ``prod(L_i)`` codes and there
+    are no auxiliary losses (both are zero).
+
+    Args:
+        levels: number of values per channel, each >= 2; ``z_e`` is ``[B, len(levels), *positions]``.
+            :data:`FSQ_LEVELS` lists the paper's choices per codebook size.
+    """
+
+    def __init__(self, levels: Sequence[int] = (8, 5, 5, 5)):
+        super().__init__()
+        levels = tuple(levels)
+        if not levels or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in levels
+        ):
+            raise ValueError(
+                f"levels must be a non-empty sequence of integers >= 2; received {levels!r}"
+            )
+        self.levels = levels
+        self.code_dim = len(levels)
+        self.num_codes = math.prod(levels)
+        lv = torch.tensor(levels, dtype=torch.float64)
+        half_l = (lv - 1) * (1 - 1e-3) / 2
+        offset = torch.where(lv.remainder(2) == 0, 0.5, 0.0)
+        basis = torch.cumprod(torch.tensor((1, *levels[:-1]), dtype=torch.long), 0)
+        # constants of the construction, not state: rebuilt from ``levels``, kept out of state_dict
+        self.register_buffer("_half_l", half_l.float(), persistent=False)
+        self.register_buffer("_offset", offset.float(), persistent=False)
+        self.register_buffer("_shift", torch.tan(offset / half_l).float(), persistent=False)
+        self.register_buffer("_half_width", (lv // 2).float(), persistent=False)
+        self.register_buffer("_basis", basis, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, num_codes={self.num_codes}"
+
+    def _view(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        return t.reshape(-1, *([1] * (ndim - 2)))
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        """``f(z) = tanh(z + s) h - o`` per channel (axis 1): values in ``(-L/2, L/2)``, before rounding."""
+        v = lambda t: self._view(t, z.dim())  # noqa: E731
+        return torch.tanh(z + v(self._shift)) * v(self._half_l) - v(self._offset)
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``z_e`` ``[B, d, *positions]``; see :class:`QuantizerOutput` (losses are zero)."""
+        _flatten("z_e", z_e, self.code_dim)
+        check_finite("z_e", z_e)
+        b = self.bound(z_e)
+        rounded = b + (torch.round(b) - b).detach()
+        z_q = rounded / self._view(self._half_width, z_e.dim())
+        indices = self.codes_to_indices(z_q.detach())
+        perplexity, usage = code_statistics(indices, self.num_codes)
+        zeros = torch.zeros(z_e.shape[0], dtype=z_e.dtype, device=z_e.device)
+        return QuantizerOutput(z_q, indices, zeros, zeros.clone(), perplexity, usage)
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """``sum_i (z_i floor(L_i/2) + floor(L_i/2)) prod_{j<i} L_j``: ``[B, d, *pos] -> [B, *pos]`` long."""
+        _flatten("codes", codes, self.code_dim)
+        hw = self._view(self._half_width, codes.dim())
+        digits = torch.round(codes * hw + hw).long()
+        return (digits * self._view(self._basis, codes.dim())).sum(1)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`codes_to_indices`: ``[B, *pos]`` in ``[0, prod L)`` -> ``[B, d, *pos]``."""
+        _check_indices(indices, self.num_codes)
+        levels = torch.tensor(self.levels, device=indices.device)
+        digits = (indices.long().unsqueeze(1) // self._view(self._basis, indices.dim() + 1)) % (
+            self._view(levels, indices.dim() + 1)
+        )
+        hw = self._view(self._half_width, indices.dim() + 1)
+        return (digits.to(hw.dtype) - hw) / hw
