@@ -501,3 +501,15 @@ def test_cli_trains_and_evaluates_a_conv_vae_on_dsprites(tmp_path, monkeypatch):
     assert (out / "reconstructions.png").is_file()
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 8  # 512 / 64
+    # the disentanglement metrics of the trained encoder's posterior means
+    assert (
+        main(["eval", str(out), "--samples", "2", "--metrics", "disentanglement", "--quiet"]) == 0
+    )
+    scores = json.loads((out / "eval.json").read_text())["disentanglement"]
+    keys = {"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"}
+    assert keys | {"factor_vae", "beta_vae"} == set(scores)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # 8 steps of training already give codes that predict the factors better than chance
+    # (a classifier that guesses: mean of 1 / factor size = 0.118)
+    chance = float(np.mean([1 / n for n in (3, 6, 40, 32, 32)]))
+    assert scores["dci_informativeness"] > 1.5 * chance

@@ -419,7 +419,9 @@ def test_wrong_image_shape_for_the_network(network, image_shape, x_shape, patter
 
 # -- 2. faults during training -------------------------------------------------------------
 
-FAULT_EPOCHS = 200  # long enough that every planned kill lands before training ends, even on an idle machine
+FAULT_EPOCHS = (
+    200  # long enough that every planned kill lands before training ends, even on an idle machine
+)
 
 
 def _fault_flags(data_root: Path, out: Path) -> list[str]:

@@ -243,6 +243,9 @@ def test_cli_train_eval_sample_report(npz, tmp_path, capsys):
     assert main(["sample", str(out), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 100
     assert main(["report", str(out)]) == 0
+    # metrics that need ground-truth factors are refused for other data, with the reason
+    assert main(["eval", str(out), "--samples", "2", "--metrics", "disentanglement"]) == 2
+    assert "dsprites" in capsys.readouterr().err
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["model"]["latent_dim"] == 3 and saved["train"]["epochs"] == 2
 

@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=5000, help="importance samples K (default 5000)")
     e.add_argument("--batch-size", type=int, default=100)
     e.add_argument("--split", default="test", choices=["test", "valid"])
+    e.add_argument(
+        "--metrics",
+        nargs="+",
+        default=[],
+        choices=["disentanglement"],
+        help="extra metrics: disentanglement (MIG, DCI, SAP, FactorVAE, beta-VAE; dSprites runs)",
+    )
     e.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
@@ -140,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             split=args.split,
             progress=not args.quiet,
+            metrics=args.metrics,
         )
         _print_eval(Path(args.run_dir))
     elif args.command == "sample":
@@ -169,6 +177,10 @@ def _print_eval(run: Path) -> None:
         f"ELBO {r['elbo']:.2f}  rec {r['rec']:.2f}  KL {r['kl']:.2f}  "
         f"{r['bits_per_dim']:.4f} bits/dim  active units {r['active_units']}"
     )
+    if "disentanglement" in r:
+        print(
+            "disentanglement: " + "  ".join(f"{k} {v:.3f}" for k, v in r["disentanglement"].items())
+        )
 
 
 def _options(parser: argparse.ArgumentParser, command: list[str]) -> list[str]:

@@ -32,6 +32,13 @@ _EVAL_KEYS: dict[str, tuple[str, str]] = {
     "bits_per_dim": ("bits/dim", "nll / (number of dimensions · ln 2)"),
     "active_units": ("latent dims", "latent dimensions in use (Burda et al. 2015)"),
     "samples": ("", "importance samples per example"),
+    "mig": ("score in [0, 1]", "mutual information gap (Chen et al. 2018)"),
+    "dci_disentanglement": ("score in [0, 1]", "DCI disentanglement (Eastwood & Williams 2018)"),
+    "dci_completeness": ("score in [0, 1]", "DCI completeness"),
+    "dci_informativeness": ("score in [0, 1]", "DCI informativeness: factor prediction accuracy"),
+    "sap": ("score in [0, 1]", "separated attribute predictability (Kumar et al. 2018)"),
+    "factor_vae": ("score in [0, 1]", "FactorVAE majority-vote accuracy (Kim & Mnih 2018)"),
+    "beta_vae": ("score in [0, 1]", "beta-VAE linear-classifier accuracy (Higgins et al. 2017)"),
 }
 # Headline cards at the top, when eval.json has them.
 _HEADLINE = {

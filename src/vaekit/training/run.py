@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,16 @@ def evaluate_run(
     split: str = "test",
     progress: bool = True,
     figures: bool = True,
+    metrics: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on a fixed seeded draw of ``split``; write ``eval.json``.
 
-    Also redraws the figures and the report (``figures=True``). Returns the eval dict.
+    Also redraws the figures and the report (``figures=True``). ``metrics=("disentanglement",)``
+    adds MIG, DCI, SAP, FactorVAE and beta-VAE scores of the posterior means (dSprites runs;
+    see :func:`vaekit.metrics.evaluate_disentanglement`). Returns the eval dict.
     """
+    for m in metrics:
+        check_choice("metrics", m, ("disentanglement",))
     run_dir = Path(run_dir)
     check_choice("split", split, ("test", "valid"))
     model, cfg, splits = load_run(run_dir, "best")
@@ -207,11 +213,34 @@ def evaluate_run(
         "checkpoint": "best.pt" if (run_dir / "best.pt").exists() else "checkpoint.pt",
         **result,
     }
+    if "disentanglement" in metrics:
+        result["disentanglement"] = disentanglement_scores(model, cfg, shape)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     if figures:
         draw_figures(run_dir, model, cfg, splits, x, view.y, result)
         write_report(run_dir)
     return result
+
+
+def disentanglement_scores(model, cfg: RunConfig, shape, n: int = 10000) -> dict[str, float]:
+    """MIG, DCI, SAP, FactorVAE and beta-VAE scores of ``E_q[z|x]`` on rendered dSprites, in [0, 1]."""
+    from vaekit.data import DSprites
+    from vaekit.metrics import evaluate_disentanglement, image_representation
+
+    if cfg.train.dataset != "dsprites":
+        raise ValueError(
+            "the disentanglement metrics need the data set's ground-truth factors: "
+            f"dataset 'dsprites'; this run used {cfg.train.dataset!r}"
+        )
+    device = next(model.parameters()).device
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        x = prepare_input(model, images.reshape(images.shape[0], -1), shape)
+        return model.encode(x).mean.cpu()
+
+    dataset = DSprites()
+    represent = image_representation(encode, dataset, device=device)
+    return evaluate_disentanglement(represent, dataset, n=n, seed=cfg.train.seed)
 
 
 @torch.no_grad()
