@@ -44,8 +44,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    objective: str = "elbo"  # elbo | iwae
-    k: int = 1  # IWAE samples
+    # elbo | iwae | miwae | ciwae | piwae | beta_tcvae | factor_vae | dip_vae | capacity | geco
+    # | info_vae | wae  (vqvae models always use the VQ-VAE objective)
+    objective: str = "elbo"
+    k: int = 1  # IWAE samples (inner samples K of MIWAE / CIWAE / PIWAE)
+    m: int = 1  # outer samples M of MIWAE / PIWAE
     estimator: str = "standard"  # standard | stl | dreg
     samples: int = 1  # ELBO samples
     kl: str = "auto"  # auto (analytic where a closed form exists) | analytic | mc
@@ -57,6 +60,18 @@ class ObjectiveConfig:
     schedule: str = "warmup"
     cycles: int = 4
     cycle_ratio: float = 0.5
+    # weight of the objective's extra term; 0 = its paper's default (factor_vae: TC weight 35,
+    # capacity: 1000, beta_tcvae: 1 on MI and dimension-wise KL, with --beta on TC)
+    gamma: float = 0.0
+    capacity: float = 25.0  # capacity: C_max in nats (Burgess et al. 2018)
+    capacity_steps: int = 100000  # capacity: steps over which C rises 0 -> C_max
+    tc_estimator: str = "mws"  # beta_tcvae: mws (minibatch weighted) | mss (stratified)
+    dip: str = "ii"  # dip_vae: i | ii
+    lambda_od: float = 10.0  # dip_vae: off-diagonal weight (diagonal: 10x for i, 1x for ii)
+    mmd_weight: float = 0.0  # info_vae / wae: MMD weight; 0 = default (1000 / 10)
+    kernel: str = "auto"  # info_vae / wae: rbf | imq; auto = rbf (info_vae), imq (wae)
+    alpha: float = 0.0  # info_vae: alpha (loss rec + (1-alpha) KL + (alpha+lambda-1) MMD)
+    tolerance: float = 0.0  # geco: constraint rec <= tolerance, nats per example (required)
 
     def __post_init__(self) -> None:
         _at_least(self, warmup_epochs=0, cycles=1)

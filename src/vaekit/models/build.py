@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vaekit import likelihoods as L
+from vaekit import objectives as O
 from vaekit import priors as P
 from vaekit._checks import check_choice
 from vaekit.config import ModelConfig, ObjectiveConfig
@@ -45,7 +46,20 @@ LIKELIHOODS: dict[str, Callable[[ModelConfig], L.Likelihood]] = {
     "categorical": lambda c: L.Categorical(),
 }
 PRIORS = ("standard", "learnable", "mog", "vamp")
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = (
+    "elbo",
+    "iwae",
+    "miwae",
+    "ciwae",
+    "piwae",
+    "beta_tcvae",
+    "factor_vae",
+    "dip_vae",
+    "capacity",
+    "geco",
+    "info_vae",
+    "wae",
+)
 # priors whose KL to a diagonal Gaussian has a closed form in the kl_divergence registry
 _ANALYTIC = ("standard", "learnable")
 
@@ -119,11 +133,67 @@ def build_model(
     return VAE(encoder, decoder, posterior=posterior, prior=prior, likelihood=likelihood)
 
 
-def build_objective(cfg: ObjectiveConfig, prior: str = "standard") -> ELBO | IWAE:
-    """The objective named by ``cfg.objective``; ``kl="auto"`` is analytic where a closed form exists."""
+def build_objective(
+    cfg: ObjectiveConfig,
+    prior: str = "standard",
+    *,
+    dataset_size: int | None = None,
+    latent_dim: int | None = None,
+):
+    """The objective named by ``cfg.objective``; ``kl="auto"`` is analytic where a closed form exists.
+
+    ``dataset_size`` (beta_tcvae's estimators of q(z)) and ``latent_dim`` (factor_vae's
+    discriminator) are needed by those objectives only.
+    """
     check_choice("objective", cfg.objective, OBJECTIVES)
-    if cfg.objective == "iwae":
-        return IWAE(k=cfg.k, estimator=cfg.estimator)
     check_choice("kl", cfg.kl, ("auto", "analytic", "mc"))
     kl = cfg.kl if cfg.kl != "auto" else ("analytic" if prior in _ANALYTIC else "mc")
+    name = cfg.objective
+
+    def needed(what: str, value):
+        if value is None:
+            raise ValueError(f"objective {name!r} needs {what}; received None")
+        return value
+
+    def kernel(default: str) -> str:
+        return default if cfg.kernel == "auto" else cfg.kernel
+
+    if name == "iwae":
+        return IWAE(k=cfg.k, estimator=cfg.estimator)
+    if name == "miwae":
+        return O.MIWAE(m=cfg.m, k=cfg.k)
+    if name == "ciwae":
+        return O.CIWAE(beta=cfg.beta, k=cfg.k)
+    if name == "piwae":
+        return O.PIWAE(m=cfg.m, k=cfg.k)
+    if name == "beta_tcvae":
+        gamma = cfg.gamma or 1.0
+        return O.BetaTCVAE(
+            needed("dataset_size", dataset_size),
+            beta=cfg.beta,
+            alpha=gamma,
+            gamma=gamma,
+            estimator=cfg.tc_estimator,
+        )
+    if name == "factor_vae":
+        return O.FactorVAE(needed("latent_dim", latent_dim), gamma=cfg.gamma or 35.0, kl=kl)
+    if name == "dip_vae":
+        return O.DIPVAE(kind=cfg.dip, lambda_od=cfg.lambda_od, kl=kl)
+    if name == "capacity":
+        return O.CapacityELBO(
+            gamma=cfg.gamma or 1000.0, c_max=cfg.capacity, steps=cfg.capacity_steps, kl=kl
+        )
+    if name == "geco":
+        if not cfg.tolerance > 0:
+            raise ValueError(
+                "objective 'geco' needs --tolerance: the reconstruction target, nats per "
+                f"example (e.g. 80 for binarised MNIST); received {cfg.tolerance!r}"
+            )
+        return O.GECO(cfg.tolerance, kl=kl)
+    if name == "info_vae":
+        return O.InfoVAE(
+            alpha=cfg.alpha, lambda_=cfg.mmd_weight or 1000.0, kernel=kernel("rbf"), kl=kl
+        )
+    if name == "wae":
+        return O.WAE(lambda_=cfg.mmd_weight or 10.0, kernel=kernel("imq"), kl=kl)
     return ELBO(beta=cfg.beta, kl=kl, samples=cfg.samples, free_bits=cfg.free_bits)

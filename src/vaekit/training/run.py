@@ -138,7 +138,12 @@ def train(
     model = build_model(
         cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x
     ).to(device)
-    objective = build_objective(cfg.objective, cfg.model.prior)
+    n_train = len(splits.train)
+    if cfg.train.max_train_examples:
+        n_train = min(n_train, cfg.train.max_train_examples)
+    objective = build_objective(
+        cfg.objective, cfg.model.prior, dataset_size=n_train, latent_dim=cfg.model.latent_dim
+    )
     trained = wrap_distributed(model)
     if cfg.train.compile:
         trained = torch.compile(trained)
