@@ -36,7 +36,8 @@ def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dic
     x = prepare_input(
         model, test.x[idx], input_shape(cfg.model, splits.image_shape, splits.event_shape)
     )
-    result = evaluate(model, x, samples=samples, batch_size=100)
+    labels = None if test.y is None else test.y[idx]  # used by conditional models only
+    result = evaluate(model, x, samples=samples, batch_size=100, labels=labels)
     return {**result, "eval_examples": int(x.shape[0]), "eval_pick": pick}
 
 

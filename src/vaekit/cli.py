@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--out", default=None, help="PNG path (default RUN_DIR/samples.png)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, default=None, help="class to condition on (cvae runs)")
     s.add_argument(
         "--draw", action="store_true", help="sample x ~ p(x|z) instead of showing E[x|z]"
     )
@@ -153,7 +154,16 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "sample":
         from vaekit.training.run import sample_run
 
-        print(sample_run(args.run_dir, n=args.n, out=args.out, seed=args.seed, mean=not args.draw))
+        print(
+            sample_run(
+                args.run_dir,
+                n=args.n,
+                out=args.out,
+                seed=args.seed,
+                mean=not args.draw,
+                label=args.label,
+            )
+        )
     elif args.command == "report":
         from vaekit.report import write_report
 
@@ -173,10 +183,12 @@ def _print_eval(run: Path) -> None:
         return
     r = json.loads(path.read_text())
     print(
-        f"{r['split']} ({r['examples']} examples, K={r['samples']}): NLL {r['nll']:.2f} nats  "
+        f"{r['split']} ({r['examples']} examples, K={r.get('samples', '-')}): NLL {r['nll']:.2f} nats  "
         f"ELBO {r['elbo']:.2f}  rec {r['rec']:.2f}  KL {r['kl']:.2f}  "
         f"{r['bits_per_dim']:.4f} bits/dim  active units {r['active_units']}"
     )
+    if "perplexity" in r:
+        print(f"codes: {r['codes_used']}/{r['num_codes']} used, perplexity {r['perplexity']:.1f}")
     if "disentanglement" in r:
         print(
             "disentanglement: " + "  ".join(f"{k} {v:.3f}" for k, v in r["disentanglement"].items())

@@ -24,20 +24,38 @@ __all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_c
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # vae | hvae (two stochastic layers of latent_dim each) | cvae (conditioned on the label)
+    # | vqvae (conv VQ-VAE; network/prior/latent_dim do not apply)
+    model: str = "vae"
     network: str = "mlp"  # mlp | gated | conv
     hidden: tuple[int, ...] = (300, 300)
     activation: str = "relu"
     latent_dim: int = 40
-    prior: str = "standard"  # standard | learnable | mog | vamp
+    prior: str = "standard"  # standard | learnable | mog | vamp | flow
     components: int = 0  # mixture components / pseudo-inputs; 0 = the prior's default (10 / 500)
     # VampPrior pseudo-inputs: "random" (paper) or "data" (random training images)
     pseudo_init: str = "random"
     likelihood: str = "bernoulli"
     scale: str = "learned"  # Gaussian/Laplace scale: a float as a string, "learned" or "optimal"
     mixture_components: int = 10  # discretized logistic mixture
+    posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps)
+    iaf_steps: int = 2
+    flow_layers: int = 4  # prior flow: RealNVP coupling layers
+    conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
+    label_embedding: str = "onehot"  # cvae: onehot | embedding
+    quantizer: str = "ema"  # vqvae: vq (codebook loss) | ema | fsq
+    num_codes: int = 0  # vqvae: codebook size K; 0 = 512 (vq, ema) / 1024 (fsq)
+    code_dim: int = 0  # vqvae: code size; 0 = 64 (vq, ema) / len(levels) (fsq)
+    commitment: float = 0.25  # vqvae: commitment weight beta
+    restart_after: int = 0  # vqvae: re-initialise codes unused this many steps; 0 = off
+    prior_epochs: int = 10  # vqvae: epochs of the autoregressive code prior after training
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
+        _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
+        _at_least(self, prior_epochs=0, commitment=0)
+        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
+        check_choice("posterior", self.posterior, ("diagonal", "iaf"))
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
 

@@ -83,52 +83,89 @@ def _sums(model, xb: torch.Tensor, samples: int, pz) -> tuple[torch.Tensor, ...]
     return torch.logsumexp(torch.stack(lse), 0), rec, kl
 
 
+def _labels(model, data, labels) -> torch.Tensor | None:
+    """Labels for a conditional model (one with ``given``): ``labels``, else ``data.y``.
+
+    None otherwise: then the caller's own ``with model.given(y):`` applies (or the model
+    says that it needs labels).
+    """
+    if getattr(model, "given", None) is None:
+        return None
+    y = labels if labels is not None else getattr(data, "y", None)
+    return None if y is None else torch.as_tensor(y)
+
+
+def _given(model, y: torch.Tensor | None) -> contextlib.AbstractContextManager:
+    return model.given(y) if y is not None else contextlib.nullcontext()
+
+
 def _device(model) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def _passes(model, data, samples: int, batch_size: int, desc: str, progress: bool):
-    """Yield ``(xb, logsumexp_k log w, sum_k log p(x|z), sum_k [log q - log p])`` per batch.
+def _passes(model, data, samples: int, batch_size: int, desc: str, progress: bool, labels=None):
+    """Yield ``(xb, yb, logsumexp_k log w, sum_k log p(x|z), sum_k [log q - log p])`` per batch.
 
     Puts the model in eval mode (restored after), checks the data once, then runs without
-    per-chunk value checks; every yielded tensor is ``[B]`` on the CPU.
+    per-chunk value checks; every yielded tensor is ``[B]`` on the CPU (``yb``: the
+    labels of a conditional model, else None).
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1; received {samples}")
     x = _as_tensor(data)
+    y = _labels(model, data, labels)
     was_training = model.training
     model.eval()
     device = _device(model)
     try:
         with _validated(model, x):
-            pz = model.prior()  # fixed during evaluation: built once, not once per chunk
-            for xb in progress_bar(list(_batches(x, batch_size)), desc=desc, enabled=progress):
+            batches = list(_batches(x, batch_size))
+            for i, xb in enumerate(progress_bar(batches, desc=desc, enabled=progress)):
                 xb = xb.to(device, non_blocking=True)
-                yield (xb, *(t.cpu() for t in _sums(model, xb, samples, pz)))
+                yb = None if y is None else y[i * batch_size : i * batch_size + xb.shape[0]]
+                with _given(model, yb):
+                    # p(z) is fixed during evaluation: built once per batch (a conditional
+                    # prior depends on the labels), not once per chunk of samples
+                    pz = model.prior()
+                    yield (xb, yb, *(t.cpu() for t in _sums(model, xb, samples, pz)))
     finally:
         model.train(was_training)
 
 
 @torch.inference_mode()
 def log_likelihood(
-    model, data, samples: int = 5000, batch_size: int = 100, progress: bool = False
+    model,
+    data,
+    samples: int = 5000,
+    batch_size: int = 100,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Importance-sampled ``log p(x)`` per example, nats ``[N]`` (a lower bound, tight as K grows).
 
     ``log p(x) ~= logsumexp_k(log p(x, z_k) - log q(z_k|x)) - log K`` with K = ``samples``.
+    A conditional model (CVAE) gives ``log p(x | y)`` for ``labels`` (default ``data.y``).
     """
     desc = f"log p(x), K={samples}"
-    passes = _passes(model, data, samples, batch_size, desc, progress)
-    return torch.cat([lse for _, lse, _, _ in passes]) - math.log(samples)
+    passes = _passes(model, data, samples, batch_size, desc, progress, labels)
+    return torch.cat([lse for _, _, lse, _, _ in passes]) - math.log(samples)
 
 
 @torch.inference_mode()
-def posterior_means(model, data, batch_size: int = 500) -> torch.Tensor:
-    """E_q[z | x] for every example: ``[N, D]``."""
+def posterior_means(
+    model, data, batch_size: int = 500, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """E_q[z | x] (E_q[z | x, y] for a conditional model) for every example: ``[N, D]``."""
     x = _as_tensor(data)
+    y = _labels(model, data, labels)
     device = _device(model)
-    return torch.cat([model.encode(xb.to(device)).mean.cpu() for xb in _batches(x, batch_size)])
+    means = []
+    for i, xb in enumerate(_batches(x, batch_size)):
+        yb = None if y is None else y[i * batch_size : i * batch_size + xb.shape[0]]
+        with _given(model, yb):
+            means.append(model.encode(xb.to(device)).mean.cpu())
+    return torch.cat(means)
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
@@ -138,7 +175,12 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
 
 @torch.inference_mode()
 def evaluate(
-    model, data, samples: int = 5000, batch_size: int = 100, progress: bool = False
+    model,
+    data,
+    samples: int = 5000,
+    batch_size: int = 100,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> dict:
     """Every evaluation number of a run, from one importance-sampling pass.
 
@@ -149,15 +191,17 @@ def evaluate(
     ``kl_per_dim`` (list, analytic pairs only), ``samples``, ``examples``.
     """
     log_px, rec, kl_mc, kl_dims = [], [], [], []
-    for xb, lse, rec_sum, kl_sum in _passes(
-        model, data, samples, batch_size, f"eval, K={samples}", progress
+    for xb, yb, lse, rec_sum, kl_sum in _passes(
+        model, data, samples, batch_size, f"eval, K={samples}", progress, labels
     ):
         log_px.append(lse - math.log(samples))
         rec.append(-rec_sum / samples)
         kl_mc.append(kl_sum / samples)
         if kl_dims is not None:
             try:
-                kl_dims.append(analytic_kl(model.encode(xb), model.prior(), per_dim=True).cpu())
+                with _given(model, yb):
+                    q, p = model.encode(xb), model.prior()
+                kl_dims.append(analytic_kl(q, p, per_dim=True).cpu())
             except ValueError:  # no closed form (mixture priors): the Monte Carlo KL is used
                 kl_dims = None
     x = _as_tensor(data)
@@ -171,7 +215,9 @@ def evaluate(
         "rec": rec.mean().item(),
         "kl": kl.mean().item(),
         "bits_per_dim": nll / (n_dims * math.log(2.0)),
-        "active_units": active_units(posterior_means(model, x)),
+        "active_units": active_units(
+            posterior_means(model, x, labels=_labels(model, data, labels))
+        ),
         "samples": samples,
         "examples": int(x.shape[0]),
     }

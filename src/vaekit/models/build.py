@@ -45,7 +45,7 @@ LIKELIHOODS: dict[str, Callable[[ModelConfig], L.Likelihood]] = {
     "discretized_logistic_mixture": lambda c: L.DiscretizedLogisticMixture(c.mixture_components),
     "categorical": lambda c: L.Categorical(),
 }
-PRIORS = ("standard", "learnable", "mog", "vamp")
+PRIORS = ("standard", "learnable", "mog", "vamp", "flow")
 OBJECTIVES = (
     "elbo",
     "iwae",
@@ -74,7 +74,8 @@ def input_shape(
     cfg: ModelConfig, image_shape: Sequence[int], event_shape: Sequence[int]
 ) -> tuple[int, ...]:
     """Shape of one example as the encoder sees it: the image for conv nets, else flat."""
-    return tuple(image_shape if cfg.network == "conv" else event_shape)
+    conv = cfg.network == "conv" or cfg.model == "vqvae"
+    return tuple(image_shape if conv else event_shape)
 
 
 def prepare_input(model, x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -89,14 +90,21 @@ def build_model(
     image_shape: Sequence[int],
     event_shape: Sequence[int] | None = None,
     init_data: torch.Tensor | None = None,
-) -> VAE:
-    """A VAE from ``cfg`` for examples of ``image_shape`` (conv) / ``event_shape`` (dense nets).
+    num_classes: int | None = None,
+) -> nn.Module:
+    """The model ``cfg.model`` names, for examples of ``image_shape`` (conv) / ``event_shape``.
 
     ``init_data`` (``[N, *input_shape]``) seeds VampPrior pseudo-inputs when
-    ``cfg.pseudo_init == "data"``.
+    ``cfg.pseudo_init == "data"``; ``num_classes`` sizes a CVAE's label input.
     """
+    if cfg.model == "vqvae":
+        return _build_vqvae(cfg, image_shape)
     check_choice("network", cfg.network, KINDS)
     check_choice("prior", cfg.prior, PRIORS)
+    if cfg.model == "hvae":
+        return _build_hvae(cfg, image_shape, event_shape, init_data)
+    if cfg.model == "cvae":
+        return _build_cvae(cfg, image_shape, event_shape, num_classes)
     if cfg.latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1; received {cfg.latent_dim}")
     if cfg.components < 0:
@@ -114,9 +122,17 @@ def build_model(
         decoder_out_shape=likelihood.param_shape(shape),
         activation=None if cfg.network == "gated" else cfg.activation,
     )
-    posterior = DiagonalGaussian()
+    posterior: nn.Module = DiagonalGaussian()
+    if cfg.posterior == "iaf":
+        from vaekit.flows import IAFPosterior
+
+        posterior = IAFPosterior(cfg.latent_dim, steps=cfg.iaf_steps)
     prior: nn.Module
-    if cfg.prior == "standard":
+    if cfg.prior == "flow":
+        from vaekit.flows import FlowPrior
+
+        prior = FlowPrior(cfg.latent_dim, layers=cfg.flow_layers)
+    elif cfg.prior == "standard":
         prior = P.StandardNormal(cfg.latent_dim)
     elif cfg.prior == "learnable":
         prior = P.LearnableGaussian(cfg.latent_dim)
@@ -133,21 +149,117 @@ def build_model(
     return VAE(encoder, decoder, posterior=posterior, prior=prior, likelihood=likelihood)
 
 
+def _flat_shape(image_shape, event_shape) -> tuple[int, ...]:
+    return (
+        tuple(event_shape) if event_shape is not None else (int(torch.tensor(image_shape).prod()),)
+    )
+
+
+def _dense_only(cfg: ModelConfig) -> None:
+    if cfg.network == "conv":
+        raise ValueError(
+            f"model {cfg.model!r} is built with dense networks: network 'mlp' or 'gated'; "
+            "received 'conv'"
+        )
+
+
+def _build_hvae(cfg: ModelConfig, image_shape, event_shape, init_data) -> nn.Module:
+    from vaekit.models.hvae import build_hvae
+
+    _dense_only(cfg)
+    if cfg.prior not in ("standard", "vamp"):
+        raise ValueError(
+            f"model 'hvae' takes prior 'standard' or 'vamp' over its top layer; received {cfg.prior!r}"
+        )
+    shape = _flat_shape(image_shape, event_shape)
+    init: str | torch.Tensor = "random"
+    if cfg.pseudo_init == "data" and cfg.prior == "vamp":
+        if init_data is None:
+            raise ValueError("pseudo_init='data' needs training data (init_data)")
+        init = init_data.reshape(init_data.shape[0], *shape)
+    return build_hvae(
+        shape,
+        latent_dims=(cfg.latent_dim, cfg.latent_dim),
+        hidden=cfg.hidden[0],
+        gated=cfg.network == "gated",
+        prior=cfg.prior,
+        components=cfg.components or 500,
+        likelihood=build_likelihood(cfg),
+        pseudo_init=init,
+    )
+
+
+def _build_cvae(cfg: ModelConfig, image_shape, event_shape, num_classes) -> nn.Module:
+    from vaekit.models.cvae import build_cvae
+
+    _dense_only(cfg)
+    if cfg.prior != "standard":
+        raise ValueError(
+            "model 'cvae' has N(0, I) or, with --conditional-prior, a learned p(z|y): prior "
+            f"'standard'; received {cfg.prior!r}"
+        )
+    if not num_classes:
+        raise ValueError("model 'cvae' needs labelled training data (num_classes); received none")
+    return build_cvae(
+        _flat_shape(image_shape, event_shape),
+        num_classes,
+        latent_dim=cfg.latent_dim,
+        hidden=cfg.hidden,
+        conditional_prior=cfg.conditional_prior,
+        label_embedding=cfg.label_embedding,
+        gated=cfg.network == "gated",
+        likelihood=build_likelihood(cfg),
+    )
+
+
+def _build_vqvae(cfg: ModelConfig, image_shape) -> nn.Module:
+    from vaekit.models.vqvae import build_vqvae
+
+    if len(tuple(image_shape)) != 3:
+        raise ValueError(
+            f"model 'vqvae' is convolutional: images (C, H, W); received shape {tuple(image_shape)}"
+        )
+    extra = {} if cfg.quantizer == "fsq" else {"restart_after": cfg.restart_after}
+    return build_vqvae(
+        image_shape,
+        build_likelihood(cfg),
+        quantizer=cfg.quantizer,
+        code_dim=cfg.code_dim or None,
+        num_codes=cfg.num_codes or None,
+        beta=cfg.commitment,
+        **extra,
+    )
+
+
 def build_objective(
     cfg: ObjectiveConfig,
     prior: str = "standard",
     *,
     dataset_size: int | None = None,
     latent_dim: int | None = None,
+    model: ModelConfig | None = None,
 ):
     """The objective named by ``cfg.objective``; ``kl="auto"`` is analytic where a closed form exists.
 
     ``dataset_size`` (beta_tcvae's estimators of q(z)) and ``latent_dim`` (factor_vae's
-    discriminator) are needed by those objectives only.
+    discriminator) are needed by those objectives only. ``model``: the model's config, so
+    ``kl="auto"`` is Monte Carlo where q or p has no closed form (IAF posterior, HVAE).
     """
     check_choice("objective", cfg.objective, OBJECTIVES)
     check_choice("kl", cfg.kl, ("auto", "analytic", "mc"))
-    kl = cfg.kl if cfg.kl != "auto" else ("analytic" if prior in _ANALYTIC else "mc")
+    if model is not None and model.model == "vqvae":
+        if cfg.objective != "elbo":
+            raise ValueError(
+                "model 'vqvae' trains with the VQ-VAE objective (reconstruction + codebook + "
+                f"commitment): objective 'elbo' (the default); received {cfg.objective!r}"
+            )
+        from vaekit.models.vqvae import VQObjective
+
+        return VQObjective()
+    analytic = prior in _ANALYTIC
+    if model is not None:
+        analytic = analytic and model.posterior == "diagonal" and model.model in ("vae", "cvae")
+    kl = cfg.kl if cfg.kl != "auto" else ("analytic" if analytic else "mc")
     name = cfg.objective
 
     def needed(what: str, value):

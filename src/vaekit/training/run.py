@@ -12,6 +12,7 @@ figures and ``report.html``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,13 +137,21 @@ def train(
     torch.manual_seed(cfg.train.seed)
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
     model = build_model(
-        cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x
+        cfg.model,
+        splits.image_shape,
+        splits.event_shape,
+        init_data=splits.train.x,
+        num_classes=_num_classes(splits),
     ).to(device)
     n_train = len(splits.train)
     if cfg.train.max_train_examples:
         n_train = min(n_train, cfg.train.max_train_examples)
     objective = build_objective(
-        cfg.objective, cfg.model.prior, dataset_size=n_train, latent_dim=cfg.model.latent_dim
+        cfg.objective,
+        cfg.model.prior,
+        dataset_size=n_train,
+        latent_dim=cfg.model.latent_dim,
+        model=cfg.model,
     )
     trained = wrap_distributed(model)
     if cfg.train.compile:
@@ -154,6 +163,8 @@ def train(
     if rank != 0:
         return run_dir
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.model.model == "vqvae" and cfg.model.prior_epochs:
+        fit_run_code_prior(run_dir, progress=progress)
     if evaluate_after:
         evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
     else:  # every run folder gets its report; the evaluation figures come with `vaekit eval`
@@ -175,14 +186,82 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
     cfg = config_from_dict(state["config"])
     splits = load_data(cfg.train)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, splits.image_shape, splits.event_shape, init_data=splits.train.x)
+    model = build_model(
+        cfg.model,
+        splits.image_shape,
+        splits.event_shape,
+        init_data=splits.train.x,
+        num_classes=_num_classes(splits),
+    )
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(
             f"checkpoint {path} does not match its own config: {state_dict_mismatch(e)}"
         ) from None
+    if cfg.model.model == "vqvae" and (run_dir / _CODE_PRIOR).exists():
+        model.prior = _load_code_prior(run_dir / _CODE_PRIOR, device)
     return model.to(device).eval(), cfg, splits
+
+
+def _num_classes(splits) -> int | None:
+    y = getattr(splits.train, "y", None)
+    return None if y is None or len(y) == 0 else int(y.max()) + 1
+
+
+_CODE_PRIOR = "code_prior.pt"
+
+
+def _load_code_prior(path: Path, device="cpu"):
+    from vaekit.models.vqvae import CodePrior
+
+    state = load_checkpoint(path, map_location=device)
+    prior = CodePrior(int(state["num_codes"]), tuple(state["grid"]))
+    prior.load_state_dict(state["model"])
+    return prior.eval()
+
+
+def fit_run_code_prior(
+    run_dir: str | os.PathLike, max_examples: int = 60000, progress: bool = True
+) -> Path:
+    """Fit the autoregressive prior over a VQ-VAE run's codes; write ``RUN_DIR/code_prior.pt``.
+
+    The best checkpoint's encoder codes the training images (a fixed draw, at most
+    ``max_examples``); :class:`~vaekit.models.vqvae.CodePrior` is trained for
+    ``model.prior_epochs`` epochs by maximum likelihood, ``-log p(codes)`` in nats.
+    """
+    from vaekit.models.vqvae import CodePrior, encode_dataset, fit_code_prior
+
+    run_dir = Path(run_dir)
+    model, cfg, splits = load_run(run_dir, "best")
+    model.prior = None  # refit from scratch
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    train = splits.train.eval_view()
+    n = min(len(train), max_examples)
+    shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
+    x = prepare_input(model, train.x[:n], shape)
+    idx = encode_dataset(model, x.to(device))
+    torch.manual_seed(cfg.train.seed)
+    prior = CodePrior(model.num_codes, tuple(idx.shape[1:])).to(device)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    history = fit_code_prior(
+        prior,
+        idx.to(device),
+        epochs=cfg.model.prior_epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        generator=generator,
+    )
+    state = {
+        "model": prior.state_dict(),  # the code prior (load_checkpoint's "model" entry)
+        "num_codes": model.num_codes,
+        "grid": list(idx.shape[1:]),
+        "nll_per_epoch": [float(v) for v in history],
+    }
+    from vaekit.training.checkpoint import save_checkpoint
+
+    return save_checkpoint(state, run_dir / _CODE_PRIOR)
 
 
 def evaluate_run(
@@ -212,7 +291,12 @@ def evaluate_run(
     view = data.eval_view()
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
     x = prepare_input(model, view.x, shape)
-    result = evaluate(model, x, samples=samples, batch_size=batch_size, progress=progress)
+    if cfg.model.model == "vqvae":
+        result = evaluate_vq(model, x, batch_size=batch_size)
+    else:
+        result = evaluate(
+            model, x, samples=samples, batch_size=batch_size, progress=progress, labels=view.y
+        )
     result = {
         "split": split,
         "checkpoint": "best.pt" if (run_dir / "best.pt").exists() else "checkpoint.pt",
@@ -225,6 +309,60 @@ def evaluate_run(
         draw_figures(run_dir, model, cfg, splits, x, view.y, result)
         write_report(run_dir)
     return result
+
+
+@torch.inference_mode()
+def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict[str, Any]:
+    """A VQ-VAE's evaluation numbers (floats; nats per example unless stated).
+
+    With a code prior attached: ``nll = -log p_prior(k(x)) - log p(x | z_q)``, the negative
+    ELBO of the deterministic one-hot posterior (an upper bound on -log p(x)); without one
+    the prior is uniform over K codes per position and ``kl = positions * log K``. Also
+    ``rec`` = -log p(x|z_q), ``bits_per_dim`` = nll / (D ln 2), ``mse`` (per pixel, images
+    in [0, 1]), ``perplexity`` (exp of the entropy of the code histogram), ``codes_used``
+    (also reported as ``active_units``), ``code_counts``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rec, kl, sq = [], [], []
+    counts = torch.zeros(model.num_codes, dtype=torch.long)
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(device)
+            out = model(xb)
+            rec.append(-out.likelihood.log_prob(xb).cpu())
+            idx = out.quantized.indices
+            counts += torch.bincount(idx.reshape(-1).cpu(), minlength=model.num_codes)
+            if model.prior is not None:
+                kl.append(-model.prior.log_prob(idx).cpu())
+            else:
+                positions = idx[0].numel()
+                kl.append(torch.full((xb.shape[0],), positions * math.log(model.num_codes)))
+            err = _to_unit(model, out.likelihood.mean) - _to_unit(model, xb)
+            sq.append(err.square().reshape(xb.shape[0], -1).mean(1).cpu())
+    finally:
+        model.train(was_training)
+    rec_t, kl_t = torch.cat(rec), torch.cat(kl)
+    nll = (rec_t + kl_t).mean().item()
+    p = counts.double() / counts.sum()
+    perplexity = math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
+    used = int((counts > 0).sum())
+    return {
+        "nll": nll,
+        "elbo": -nll,
+        "rec": rec_t.mean().item(),
+        "kl": kl_t.mean().item(),
+        "bits_per_dim": nll / (x[0].numel() * math.log(2.0)),
+        "active_units": used,
+        "codes_used": used,
+        "num_codes": model.num_codes,
+        "perplexity": perplexity,
+        "mse": torch.cat(sq).mean().item(),
+        "code_prior": model.prior is not None,
+        "examples": int(x.shape[0]),
+        "code_counts": counts.tolist(),
+    }
 
 
 def disentanglement_scores(model, cfg: RunConfig, shape, n: int = 10000) -> dict[str, float]:
@@ -258,6 +396,11 @@ def draw_figures(
 
     def images(t: torch.Tensor) -> torch.Tensor:
         return _to_unit(model, t.float().cpu()).reshape(t.shape[0], *image_shape)
+
+    if cfg.model.model == "vqvae":
+        return _draw_vq_figures(run_dir, model, cfg, x, images, result)
+    if getattr(model, "given", None) is not None:
+        return _draw_conditional_figures(run_dir, model, cfg, splits, x, labels, images)
 
     means = posterior_means(model, x)
     plots.save_latent_scatter(
@@ -293,6 +436,49 @@ def draw_figures(
     plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
 
 
+def _draw_vq_figures(run_dir: Path, model, cfg: RunConfig, x, images, result) -> None:
+    device = next(model.parameters()).device
+    _draw_loss_curves(run_dir)
+    xs = x[:16].to(device)
+    plots.save_reconstructions(
+        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
+    )
+    if result and "code_counts" in result:
+        plots.save_bar(
+            result["code_counts"],
+            run_dir / "code_usage_hist.png",
+            f"code usage on the test images (perplexity {result['perplexity']:.1f})",
+            "code index",
+            "count",
+        )
+    if model.prior is not None:
+        torch.manual_seed(cfg.train.seed)
+        plots.save_image_grid(
+            images(model.sample(64)), run_dir / "samples.png", title="samples: codes ~ prior"
+        )
+
+
+def _draw_conditional_figures(run_dir: Path, model, cfg: RunConfig, splits, x, labels, images):
+    device = next(model.parameters()).device
+    _draw_loss_curves(run_dir)
+    if labels is None:
+        return
+    means = posterior_means(model, x, labels=labels)
+    plots.save_latent_scatter(means[:5000], labels[:5000], run_dir / "latent.png")
+    if len(tuple(splits.image_shape)) != 3:
+        return
+    xs, ys = x[:16].to(device), labels[:16].to(device)
+    plots.save_reconstructions(
+        images(xs), images(model.reconstruct(xs, ys)), run_dir / "reconstructions.png"
+    )
+    torch.manual_seed(cfg.train.seed)
+    classes = model.labels.num_classes
+    rows = torch.cat([model.sample(8, label=c) for c in range(classes)])
+    plots.save_image_grid(
+        images(rows), run_dir / "samples.png", nrow=8, title="samples: one row per label"
+    )
+
+
 def _draw_loss_curves(run_dir: Path) -> None:
     epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
     if epoch_rows:
@@ -319,8 +505,12 @@ def sample_run(
     out: str | os.PathLike | None = None,
     seed: int = 0,
     mean: bool = True,
+    label: int | None = None,
 ) -> Path:
-    """Draw ``n`` samples from a run's best model into a PNG grid; returns its path."""
+    """Draw ``n`` samples from a run's best model into a PNG grid; returns its path.
+
+    ``label``: the class to condition on (conditional models only).
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1; received {n}")
     model, cfg, splits = load_run(run_dir, "best")
@@ -328,8 +518,20 @@ def sample_run(
         raise ValueError(
             f"samples are drawn as images; this run's data have shape {splits.image_shape}"
         )
+    conditional = getattr(model, "given", None) is not None
+    if conditional and label is None:
+        raise ValueError(
+            f"this run's model ({cfg.model.model}) is conditional: pass --label, one of "
+            f"0..{model.labels.num_classes - 1}"
+        )
+    if not conditional and label is not None:
+        raise ValueError(
+            f"--label needs a conditional model (cvae); this run is {cfg.model.model!r}"
+        )
+    if conditional and not 0 <= label < model.labels.num_classes:
+        raise ValueError(f"label must be in 0..{model.labels.num_classes - 1}; received {label}")
     torch.manual_seed(seed)
-    x = model.sample(n, mean=mean)
+    x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
     path = Path(out) if out is not None else Path(run_dir) / "samples.png"
     return plots.save_image_grid(imgs, path, title=f"{n} samples")

@@ -8,6 +8,7 @@ exactly the steps an uninterrupted one would (bit-for-bit on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -324,14 +325,17 @@ class Trainer:
                 enabled=self.progress and self.rank == 0,
                 leave=False,
             )
-            for i, (x, _) in enumerate(
+            for i, (x, y) in enumerate(
                 train.batches(tc.batch_size, shuffle=True, generator=generator)
             ):
                 if i < s.batch_in_epoch:
                     continue
-                x = x[self.rank * local : (self.rank + 1) * local] if self.world > 1 else x
+                if self.world > 1:
+                    x = x[self.rank * local : (self.rank + 1) * local]
+                    y = None if y is None else y[self.rank * local : (self.rank + 1) * local]
                 x = prepare_input(model, x, self.input_shape)
-                self._step(x, sums, generator, epoch_start_gen)
+                with _conditioned(model, y):
+                    self._step(x, sums, generator, epoch_start_gen)
                 s.batch_in_epoch = i + 1
                 bar.update(1)
                 if s.step % tc.log_every == 0:
@@ -425,7 +429,8 @@ class Trainer:
         stateful = isinstance(self.objective, nn.Module)
         if stateful:
             self.objective.eval()
-        x_all = valid.eval_view().x
+        view = valid.eval_view()
+        x_all, y_all = view.x, view.y
         total = torch.zeros((), device=self._device)
         if hasattr(model, "posterior") and hasattr(model, "prior"):
             # the beta-free ELBO, whatever the training objective (comparable across runs)
@@ -437,7 +442,9 @@ class Trainer:
         for i in range(0, x_all.shape[0], self.tc.eval_batch_size):
             x = x_all[i : i + self.tc.eval_batch_size].to(self._device)
             x = prepare_input(model, x, self.input_shape)
-            out = objective(model, x, beta=1.0) if takes_beta else objective(model, x)
+            y = None if y_all is None else y_all[i : i + self.tc.eval_batch_size]
+            with _conditioned(model, y):
+                out = objective(model, x, beta=1.0) if takes_beta else objective(model, x)
             total += out.per_example["bound"].sum()
         model.train()
         if stateful:
@@ -512,6 +519,18 @@ class Trainer:
         if old:
             for sig, h in old.items():
                 signal.signal(sig, h)
+
+
+def _conditioned(model: nn.Module, y: torch.Tensor | None):
+    """``model.given(y)`` for a conditional model (CVAE), else nothing."""
+    given = getattr(model, "given", None)
+    if given is None:
+        return contextlib.nullcontext()
+    if y is None:
+        raise ValueError(
+            f"{type(model).__name__} is conditioned on labels: the training data need labels"
+        )
+    return given(y)
 
 
 def _call_parameters(objective: Callable) -> set[str]:
