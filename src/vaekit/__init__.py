@@ -1,6 +1,6 @@
 """vaekit: the variational autoencoder objective, written once, with explicit units (nats)."""
 
-from vaekit import functional, likelihoods, objectives, posteriors, priors, schedules
+from vaekit import functional, likelihoods, objectives, posteriors, priors, quantizers, schedules
 from vaekit._checks import validation
 from vaekit.models.vae import VAE
 from vaekit.objectives import ELBO, IWAE, LossOutput
@@ -15,6 +15,7 @@ __all__ = [
     "objectives",
     "posteriors",
     "priors",
+    "quantizers",
     "schedules",
     "validation",
     "train",

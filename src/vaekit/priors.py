@@ -23,7 +23,17 @@ __all__ = [
     "MixtureOfGaussians",
     "VampPrior",
     "DiagonalGaussianMixture",
+    "FlowPrior",  # noqa: F822 (lazy: vaekit.flows)
 ]
+
+
+def __getattr__(name: str):
+    # FlowPrior lives in vaekit.flows (with the IAF posterior); imported on first use
+    if name == "FlowPrior":
+        from vaekit.flows import FlowPrior
+
+        return FlowPrior
+    raise AttributeError(f"module 'vaekit.priors' has no attribute {name!r}")
 
 
 def _check_dim(name: str, value: int) -> int:
