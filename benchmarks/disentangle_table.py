@@ -1,7 +1,7 @@
 """Disentangling objectives on dSprites: MIG and FactorVAE score (and DCI, SAP, beta-VAE), seeds.
 
 Each run: a conv VAE with 10 latents and a Bernoulli decoder trained with one objective for a
-wall-clock budget, then ``vaekit eval --metrics disentanglement`` on the posterior means
+wall-clock budget (the last step's weights when the budget ends inside the first epoch), then ``vaekit eval --metrics disentanglement`` on the posterior means
 (10,000 rendered factor draws, seeded). One JSON line per run, appended to
 ``OUT/results.jsonl``; a summary (median and range over seeds) printed at the end.
 
@@ -80,7 +80,12 @@ def main() -> None:
                 **{k: round(v, 4) for k, v in scores.items()},
                 "steps": summary["steps"],
                 "images_seen": summary["steps"] * args.batch_size,
-                "best_valid_elbo": round(summary["best_valid_elbo"], 2),
+                # None when the budget ended inside the first epoch (no validation yet)
+                "best_valid_elbo": (
+                    round(summary["best_valid_elbo"], 2)
+                    if summary["best_valid_elbo"] > float("-inf")
+                    else None
+                ),
                 "train_seconds": round(train_s, 1),
                 "metric_seconds": round(time.time() - t1, 1),
                 **environment(),

@@ -489,7 +489,10 @@ def test_cli_cvae_trains_and_samples_by_label(labelled_npz, tmp_path, capsys):
     assert _cli_small(labelled_npz, out, *flags) == 0
     result = json.loads((out / "eval.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 1.0
-    assert main(["sample", str(out), "--n", "6", "--label", "2", "--out", str(tmp_path / "2.png")]) == 0
+    assert (
+        main(["sample", str(out), "--n", "6", "--label", "2", "--out", str(tmp_path / "2.png")])
+        == 0
+    )
     capsys.readouterr()
     assert main(["sample", str(out), "--n", "6"]) == 2
     assert "--label" in capsys.readouterr().err
@@ -521,3 +524,30 @@ def test_cli_vqvae_trains_fits_its_code_prior_and_samples(labelled_npz, tmp_path
     assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "vq.png")]) == 0
     assert main(["eval", str(out)]) == 0
     assert "perplexity" in capsys.readouterr().out
+
+
+def test_time_limit_stops_mid_epoch_with_a_resumable_checkpoint(tmp_path, monkeypatch):
+    full, model_full = _trainer(tmp_path / "full", epochs=2)
+    full.fit()
+
+    class Clock:  # every reading of the trainer's clock advances it by one second
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.now += 1.0
+            return cls.now
+
+    import vaekit.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "time", Clock)
+    # a 5-second budget runs out within the first epoch (5 steps)
+    limited, _ = _trainer(tmp_path / "part", epochs=2, time_limit=5 / 60)
+    summary = limited.fit()
+    assert 0 < summary["steps"] < 5 and summary["epochs"] == 0 and summary["stopped_early"]
+    ckpt = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert ckpt["progress"]["step"] == summary["steps"] == ckpt["progress"]["batch_in_epoch"]
+    monkeypatch.undo()
+    resumed, model_resumed = _trainer(tmp_path / "part", epochs=2)
+    resumed.fit(resume=True)
+    _assert_bitwise_equal(_params(model_full), _params(model_resumed))

@@ -117,7 +117,9 @@ class TrainConfig:
     log_every: int = 100  # steps between progress/JSONL step rows (each one is a host sync)
     max_train_examples: int = 0  # use only the first N training examples (smoke tests); 0 = all
     on_nan: str = "stop"  # stop | skip
-    time_limit: float = 0.0  # minutes; stop after the epoch in which it is reached; 0 = off
+    time_limit: float = (
+        0.0  # minutes of training; checked every step (resumable checkpoint); 0 = off
+    )
     tensorboard: bool = True
     compile: bool = False  # torch.compile the model
 

@@ -350,6 +350,13 @@ class Trainer:
                         "checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums)
                     )
                     raise TrainingInterrupted(s.step, path)
+                if tc.time_limit and time.perf_counter() - started > 60 * tc.time_limit:
+                    # budget spent mid-epoch: a resumable checkpoint of this very step
+                    # (best.pt keeps the last validated epoch)
+                    bar.close()
+                    self._save("checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums))
+                    s.stopped_early = True
+                    return
             bar.close()
             train_row = _means(sums)
             s.epoch += 1
