@@ -136,13 +136,7 @@ def train(
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
-    model = build_model(
-        cfg.model,
-        splits.image_shape,
-        splits.event_shape,
-        init_data=splits.train.x,
-        num_classes=_num_classes(splits),
-    ).to(device)
+    model = _build(cfg, splits).to(device)
     n_train = len(splits.train)
     if cfg.train.max_train_examples:
         n_train = min(n_train, cfg.train.max_train_examples)
@@ -186,13 +180,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
     cfg = config_from_dict(state["config"])
     splits = load_data(cfg.train)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(
-        cfg.model,
-        splits.image_shape,
-        splits.event_shape,
-        init_data=splits.train.x,
-        num_classes=_num_classes(splits),
-    )
+    model = _build(cfg, splits)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
@@ -204,9 +192,17 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
     return model.to(device).eval(), cfg, splits
 
 
-def _num_classes(splits) -> int | None:
+def _build(cfg: RunConfig, splits):
+    """The run's model for its data (VampPrior init data, a CVAE's number of classes)."""
     y = getattr(splits.train, "y", None)
-    return None if y is None or len(y) == 0 else int(y.max()) + 1
+    classes = None if y is None or len(y) == 0 else int(y.max()) + 1
+    return build_model(
+        cfg.model,
+        splits.image_shape,
+        splits.event_shape,
+        init_data=splits.train.x,
+        num_classes=classes,
+    )
 
 
 _CODE_PRIOR = "code_prior.pt"
