@@ -530,4 +530,5 @@ def sample_run(
     x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
     path = Path(out) if out is not None else Path(run_dir) / "samples.png"
-    return plots.save_image_grid(imgs, path, title=f"{n} samples")
+    title = f"{n} samples" + (f" of label {label}" if conditional else "")
+    return plots.save_image_grid(imgs, path, title=title)
