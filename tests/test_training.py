@@ -414,6 +414,9 @@ def test_cli_trains_every_objective(npz, tmp_path, flags, term):
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(train_rows) == 2 and all(math.isfinite(r["loss"]) for r in train_rows)
     assert term in train_rows[-1]
+    if term != "elbo":  # the objective's own terms get their own figure in the report
+        assert (out / "terms_curves.png").exists()
+        assert "terms_curves.png" in (out / "report.html").read_text()
     result = json.loads((out / "eval.json").read_text())
     assert math.isfinite(result["nll"]) and result["nll"] <= -result["elbo"] + 0.5
     saved = yaml.safe_load((out / "config.yaml").read_text())

@@ -50,6 +50,7 @@ _HEADLINE = {
 _NATS_KEYS = {"loss", "rec", "kl", "elbo", "nll", "bound"}
 _CAPTIONS = (  # (substring of the file name, caption); first match wins
     ("loss", "Training curves: train and valid, per-example nats"),
+    ("terms", "The objective's own terms (total correlation, multiplier, perplexity, ...)"),
     ("curve", "Training curves"),
     ("recon", "Inputs and their reconstructions"),
     ("sample", "Samples from the model"),

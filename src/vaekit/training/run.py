@@ -475,10 +475,32 @@ def _draw_conditional_figures(run_dir: Path, model, cfg: RunConfig, splits, x, l
     )
 
 
+_COMMON_KEYS = {"loss", "rec", "kl", "elbo", "beta", "seconds", "epoch", "step"}
+
+
 def _draw_loss_curves(run_dir: Path) -> None:
+    """loss_curves.png, and terms_curves.png for an objective's own terms (tc, lambda,
+    perplexity, ...), per epoch."""
     epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
     if epoch_rows:
         plots.save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
+        extra = sorted(
+            {
+                k
+                for r in epoch_rows
+                for k, v in r.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            - _COMMON_KEYS
+        )
+        if extra:
+            plots.save_loss_curves(
+                epoch_rows,
+                run_dir / "terms_curves.png",
+                keys=extra[:8],
+                x="epoch",
+                title="the objective's own terms, per epoch",
+            )
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
