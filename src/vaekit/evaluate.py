@@ -71,16 +71,27 @@ def _chunk_size(model, pz, batch: int, event_numel: int, samples: int) -> int:
 def _sums(model, xb: torch.Tensor, samples: int, pz) -> tuple[torch.Tensor, ...]:
     """logsumexp of log w, and the sums over samples of log p(x|z) and log q - log p, each [B]."""
     chunk = _chunk_size(model, pz, xb.shape[0], xb[0].numel(), samples)
-    lse, rec, kl = [], 0.0, 0.0
+    # running sums updated in place: a small tensor kept per chunk would pin the heap between
+    # the chunks' large temporaries and grow the resident memory with K (glibc malloc)
+    lse = rec = kl = None
     done = 0
     while done < samples:
         c = min(chunk, samples - done)
         t = log_weights(model, xb, c, prior=pz)
-        lse.append(torch.logsumexp(t.log_w, 0))
-        rec = rec + t.log_px.sum(0)
-        kl = kl + (t.log_qz - t.log_pz).sum(0)
+        chunk_lse, chunk_rec, chunk_kl = (
+            torch.logsumexp(t.log_w, 0),
+            t.log_px.sum(0),
+            (t.log_qz - t.log_pz).sum(0),
+        )
+        if lse is None:
+            lse, rec, kl = chunk_lse, chunk_rec, chunk_kl
+        else:
+            torch.logaddexp(lse, chunk_lse, out=lse)
+            rec.add_(chunk_rec)
+            kl.add_(chunk_kl)
+        del t, chunk_lse, chunk_rec, chunk_kl
         done += c
-    return torch.logsumexp(torch.stack(lse), 0), rec, kl
+    return lse, rec, kl
 
 
 def _labels(model, data, labels) -> torch.Tensor | None:
