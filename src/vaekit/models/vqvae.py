@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit._checks import check_choice
+from vaekit._progress import progress as progress_bar
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.networks import _activation, _image_shape, _spatial_sizes
 from vaekit.objectives import LossOutput
@@ -501,11 +502,12 @@ def fit_code_prior(
     lr: float = 1e-3,
     *,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> list[float]:
     """Fit ``prior`` by maximum likelihood on codes ``[N, *shape]`` of a frozen encoder (Adam).
 
     Minimises ``-mean_n log p(k_n)``; returns the mean NLL per example (nats) of each epoch.
-    The prior's train/eval mode is restored afterwards.
+    The prior's train/eval mode is restored afterwards. ``progress``: a bar over the steps.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1; received {epochs}, {batch_size}")
@@ -517,19 +519,24 @@ def fit_code_prior(
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     device = prior.position.device
     history = []
+    steps = -(-indices.shape[0] // batch_size)
+    bar = progress_bar(total=epochs * steps, desc="code prior", enabled=progress)
     try:
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = torch.randperm(indices.shape[0], generator=generator)
-            total = 0.0
+            total = torch.zeros((), device=device)
             for i in range(0, indices.shape[0], batch_size):
                 batch = indices[order[i : i + batch_size]].to(device)
                 nll = -prior.log_prob(batch)
                 opt.zero_grad(set_to_none=True)
                 nll.mean().backward()
                 opt.step()
-                total += nll.detach().sum().item()
-            history.append(total / indices.shape[0])
+                total += nll.detach().sum()  # summed on the device: no sync per step
+                bar.update(1)
+            history.append(total.item() / indices.shape[0])
+            bar.set_postfix({"epoch": epoch + 1, "nll": f"{history[-1]:.2f}"})
     finally:
+        bar.close()
         prior.train(was_training)
     return history
 

@@ -248,6 +248,7 @@ def fit_run_code_prior(
         batch_size=cfg.train.batch_size,
         lr=cfg.train.lr,
         generator=generator,
+        progress=progress,
     )
     state = {
         "model": prior.state_dict(),  # the code prior (load_checkpoint's "model" entry)
