@@ -404,6 +404,8 @@ def test_stateful_objective_gets_the_step_and_its_state_resumes(tmp_path):
         (["--objective", "info_vae", "--alpha", "0.5"], "elbo"),
         (["--objective", "wae", "--kernel", "rbf"], "elbo"),
         (["--schedule", "cyclical", "--cycles", "2", "--free-bits", "0.1"], "elbo"),
+        (["--likelihood", "gaussian", "--scale", "running", "--binarize", "none"], "elbo"),
+        (["--likelihood", "gaussian", "--scale", "optimal", "--binarize", "none"], "elbo"),
     ],
     ids=lambda v: v[1] if isinstance(v, list) else None,
 )

@@ -36,7 +36,9 @@ class ModelConfig:
     # VampPrior pseudo-inputs: "random" (paper) or "data" (random training images)
     pseudo_init: str = "random"
     likelihood: str = "bernoulli"
-    scale: str = "learned"  # Gaussian/Laplace scale: a float as a string, "learned" or "optimal"
+    # Gaussian/Laplace scale: a float as a string, "learned", "optimal" (sigma-VAE) or, Gaussian
+    # only, "running" (variance = running MSE, Asperti & Trentin 2020)
+    scale: str = "learned"
     mixture_components: int = 10  # discretized logistic mixture
     posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps)
     iaf_steps: int = 2

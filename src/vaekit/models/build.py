@@ -39,7 +39,10 @@ def _scale(value: str) -> float | str:
 LIKELIHOODS: dict[str, Callable[[ModelConfig], L.Likelihood]] = {
     "bernoulli": lambda c: L.Bernoulli(),
     "continuous_bernoulli": lambda c: L.ContinuousBernoulli(),
-    "gaussian": lambda c: L.Gaussian(scale=_scale(c.scale)),
+    # scale "running": the variance tracks the running MSE (Asperti & Trentin 2020)
+    "gaussian": lambda c: (
+        L.RunningGaussian() if c.scale == "running" else L.Gaussian(scale=_scale(c.scale))
+    ),
     "laplace": lambda c: L.Laplace(scale=_scale(c.scale)),
     "discretized_logistic": lambda c: L.DiscretizedLogistic(),
     "discretized_logistic_mixture": lambda c: L.DiscretizedLogisticMixture(c.mixture_components),
