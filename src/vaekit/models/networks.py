@@ -275,6 +275,26 @@ class ConvEncoder(nn.Module):
         return self.head(y.flatten(1)).reshape(*lead, -1)
 
 
+def _deconv_stack(
+    channels: Sequence[int], sizes: list, out_channels: int, activation: str
+) -> list[nn.Module]:
+    """Transposed convs undoing an encoder's stride-2 convs in reverse (activations between).
+
+    ``sizes[i]`` is the input size of the i-th encoder conv; output padding restores odd
+    sizes exactly (28 -> 14 -> 7 -> 14 -> 28).
+    """
+    layers: list[nn.Module] = []
+    ins = tuple(channels)[::-1]
+    outs = (*ins[1:], out_channels)
+    for i, (a, b) in enumerate(zip(ins, outs, strict=True)):
+        (h, w), (h_small, w_small) = sizes[-2 - i], sizes[-1 - i]
+        pad = (h - 2 * h_small, w - 2 * w_small)
+        layers.append(nn.ConvTranspose2d(a, b, _KERNEL, _STRIDE, _PAD, output_padding=pad))
+        if i < len(ins) - 1:
+            layers.append(_activation(activation))
+    return layers
+
+
 class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder`: ``[..., latent_dim] -> [..., out_channels, H, W]``
     (or ``[..., *out_shape]``).
@@ -328,17 +348,7 @@ class ConvDecoder(nn.Module):
         self.start = (channels[-1], *sizes[-1])
         self.head = MLP(self.latent_dim, math.prod(self.start), hidden, activation=activation)
         self.head_act = _activation(activation)
-        layers: list[nn.Module] = []
-        ins = channels[::-1]
-        outs = (*channels[::-1][1:], self.out_channels)
-        # sizes[i] is the input of the i-th encoder conv; the decoder undoes them in reverse.
-        for i, (a, b) in enumerate(zip(ins, outs, strict=True)):
-            (h, w), (h_small, w_small) = sizes[-2 - i], sizes[-1 - i]
-            pad = (h - 2 * h_small, w - 2 * w_small)
-            layers.append(nn.ConvTranspose2d(a, b, _KERNEL, _STRIDE, _PAD, output_padding=pad))
-            if i < len(ins) - 1:
-                layers.append(_activation(activation))
-        self.deconvs = nn.Sequential(*layers)
+        self.deconvs = nn.Sequential(*_deconv_stack(channels, sizes, self.out_channels, activation))
 
     @staticmethod
     def _find_spatial(out_shape: tuple[int, ...], hw: tuple[int, ...]) -> int:

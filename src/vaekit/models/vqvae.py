@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 from vaekit._checks import check_choice
 from vaekit._progress import progress as progress_bar
 from vaekit.likelihoods import Bernoulli, Likelihood
-from vaekit.models.networks import _activation, _image_shape, _spatial_sizes
+from vaekit.models.networks import _activation, _deconv_stack, _image_shape, _spatial_sizes
 from vaekit.objectives import LossOutput
 from vaekit.quantizers import FSQ, FSQ_LEVELS, QuantizerOutput, VectorQuantizer, _check_indices
 
@@ -309,14 +309,7 @@ class VQDecoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(self.code_dim, c, 3, padding=1)]
         layers += [_Residual(c, c // 2 or 1, activation) for _ in range(res_blocks)]
         layers.append(_activation(activation))
-        ins = channels[::-1]
-        outs = (*channels[::-1][1:], self.out_channels)
-        for i, (a, b) in enumerate(zip(ins, outs, strict=True)):
-            (h, w), (h_small, w_small) = sizes[-2 - i], sizes[-1 - i]
-            pad = (h - 2 * h_small, w - 2 * w_small)
-            layers.append(nn.ConvTranspose2d(a, b, _KERNEL, _STRIDE, _PAD, output_padding=pad))
-            if i < len(ins) - 1:
-                layers.append(_activation(activation))
+        layers += _deconv_stack(channels, sizes, self.out_channels, activation)
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
