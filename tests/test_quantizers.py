@@ -360,3 +360,22 @@ def test_ema_and_restarts_agree_across_ranks(tmp_path):
     assert alive.any()
     torch.testing.assert_close(r0["codebook"][alive], one.codebook[alive])
     torch.testing.assert_close(r0["ema_count"], one.ema_count.where(alive, r0["ema_count"]))
+
+
+def test_quantizers_run_in_float32_under_bf16_autocast():
+    # two codes whose scores ||e||^2 - 2 z.e differ by 0.05 around -10^4: bfloat16 (8-bit
+    # mantissa, steps of 64 there) cannot tell them apart, float32 can
+    vq = VectorQuantizer(2, 2).eval()
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[100.0, 0.0], [100.0, 0.5]]))
+    z = torch.tensor([100.0, 0.1]).reshape(1, 2, 1)  # nearer the first code
+    assert vq(z).indices.item() == 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert nearest_codes(z.reshape(1, 2), vq.codebook).item() == 1  # bf16 gets it wrong
+        out = vq(z)
+        half = vq(z.bfloat16())
+    assert out.indices.item() == 0 and out.z_q.dtype == torch.float32
+    assert half.z_q.dtype == torch.float32
+    fsq = FSQ((8, 5, 5, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fsq(torch.randn(2, 4, 3, 3).bfloat16()).z_q.dtype == torch.float32

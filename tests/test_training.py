@@ -556,3 +556,28 @@ def test_time_limit_stops_mid_epoch_with_a_resumable_checkpoint(tmp_path, monkey
     resumed, model_resumed = _trainer(tmp_path / "part", epochs=2)
     resumed.fit(resume=True)
     _assert_bitwise_equal(_params(model_full), _params(model_resumed))
+
+
+def test_bf16_autocast_trains_networks_in_bfloat16_and_keeps_the_loss_in_float32(tmp_path):
+    full, model_full = _trainer(tmp_path / "fp32", epochs=2)
+    full.fit()
+    half, model_half = _trainer(tmp_path / "bf16", epochs=2, precision="bf16")
+    seen = {}
+
+    def record(module, inputs, output):
+        seen.setdefault("decoder", output.dtype)  # returns None: the output is kept
+
+    hook = model_half.decoder.register_forward_hook(record)
+    summary = half.fit()
+    hook.remove()
+    assert seen["decoder"] == torch.bfloat16  # the networks ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in model_half.parameters())
+    rows = lambda p: [  # noqa: E731
+        json.loads(line)
+        for line in (p / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train"
+    ]
+    a, b = rows(tmp_path / "fp32")[-1]["loss"], rows(tmp_path / "bf16")[-1]["loss"]
+    # bfloat16 has 8 bits of mantissa: the same run, within a few percent
+    assert math.isfinite(b) and abs(a - b) < 0.05 * abs(a)
+    assert math.isfinite(summary["best_valid_elbo"])

@@ -68,6 +68,7 @@ _HELP = {
     "patience": "early stopping after this many epochs without a better validation ELBO (0 = off)",
     "on_nan": "stop | skip: what a non-finite loss does",
     "device": "auto | cpu | cuda | cuda:N | mps",
+    "precision": "fp32 | bf16 (networks under torch.autocast; log-densities stay float32)",
 }
 
 

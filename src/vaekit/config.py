@@ -124,6 +124,9 @@ class TrainConfig:
     )
     tensorboard: bool = True
     compile: bool = False  # torch.compile the model
+    # fp32 | bf16: networks under torch.autocast(bfloat16) (CUDA, recent CPUs); the objective's
+    # log-densities stay in float32, the weights and Adam state too
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         # fields that nothing downstream checks (or that fail late, e.g. log_every=0 mid-epoch)
@@ -142,6 +145,7 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"config key 'lr' must be a finite number > 0; received {self.lr!r}")
         check_choice("on_nan", self.on_nan, ("stop", "skip"))
+        check_choice("precision", self.precision, ("fp32", "bf16"))
         if not 0 <= self.seed < 2**63:  # torch generators take seeds below 2**64 (seed + 1 is used)
             raise ValueError(f"config key 'seed' must be in [0, 2**63); received {self.seed!r}")
 

@@ -145,7 +145,13 @@ class Likelihood(nn.Module):
         return tuple(shape)
 
     def forward(self, params: torch.Tensor, event_ndim: int | None = None) -> Distribution:
-        """Distribution p(x | params); ``event_ndim`` defaults to all axes but the first."""
+        """Distribution p(x | params); ``event_ndim`` defaults to all axes but the first.
+
+        Half-precision params (a decoder under ``torch.autocast``) are cast to float32 first:
+        log-densities are sums over hundreds of values, which bfloat16 would round.
+        """
+        if params.dtype in (torch.float16, torch.bfloat16):
+            params = params.float()
         nd = params.dim() - 1 if event_ndim is None else int(event_ndim)
         if nd < 1 or nd >= params.dim():
             raise ValueError(

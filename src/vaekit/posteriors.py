@@ -31,6 +31,8 @@ class DiagonalGaussian(nn.Module):
             )
         if validation_enabled():
             check_finite("encoder output", h)
+        if h.dtype in (torch.float16, torch.bfloat16):  # an encoder under torch.autocast
+            h = h.float()
         mean, logvar = h.chunk(2, dim=-1)
         std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)

@@ -97,6 +97,11 @@ def _flatten(name: str, z: torch.Tensor, code_dim: int) -> torch.Tensor:
     return z.movedim(1, -1).reshape(-1, code_dim)
 
 
+def _float32(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision encoder outputs (``torch.autocast``) as float32; others unchanged."""
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
 def _unflatten(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`_flatten`: ``[N, C] -> like.shape``."""
     b, c, *pos = like.shape
@@ -252,7 +257,15 @@ class VectorQuantizer(nn.Module):
         return F.embedding(indices, self.codes()).movedim(-1, 1)
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
-        """Quantise ``z_e`` ``[B, C, *positions]``; see :class:`QuantizerOutput`."""
+        """Quantise ``z_e`` ``[B, C, *positions]``; see :class:`QuantizerOutput`.
+
+        Always in float32, also under ``torch.autocast``: bfloat16 distances would pick
+        wrong nearest codes and round the EMA statistics.
+        """
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._quantise(_float32(z_e))
+
+    def _quantise(self, z_e: torch.Tensor) -> QuantizerOutput:
         flat = _flatten("z_e", z_e, self.code_dim)
         check_finite("z_e", z_e)
         if self.cosine:
@@ -383,6 +396,7 @@ class FSQ(nn.Module):
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z_e`` ``[B, d, *positions]``; see :class:`QuantizerOutput` (losses are zero)."""
+        z_e = _float32(z_e)  # rounding to L levels in bfloat16 could land between levels
         _flatten("z_e", z_e, self.code_dim)
         check_finite("z_e", z_e)
         b = self.bound(z_e)

@@ -397,7 +397,10 @@ class Trainer:
             kwargs["beta"] = self.beta(s.step)
         if self._takes_step:
             kwargs["step"] = s.step
-        out = self.objective(self.model, x, **kwargs)
+        with torch.autocast(
+            self._device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
+        ):
+            out = self.objective(self.model, x, **kwargs)
         loss = out.loss
         if not bool(torch.isfinite(loss)):
             if tc.on_nan == "skip":
