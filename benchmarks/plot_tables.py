@@ -42,9 +42,13 @@ def variants(rows: list[dict], path: Path) -> None:
     names = [r["variant"] for r in rows]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     a, b = fig.subplots(1, 2)
-    a.barh(names, [r["nll"] for r in rows], color="C0")
-    lo = min(r["nll"] for r in rows)
-    a.set_xlim(lo - 5, max(r["nll"] for r in rows) + 2)
+    nll = [r["nll"] for r in rows]
+    lo = min(nll)
+    cap = min(max(nll), lo + 30)  # a far-off row (WAE: no KL in its loss) is cut and labelled
+    a.barh(names, [min(v, cap) for v in nll], color="C0")
+    for i, v in enumerate(nll):
+        a.text(min(v, cap), i, f" {v:.1f}", va="center", fontsize=7)
+    a.set_xlim(lo - 5, cap + 6)
     a.set_xlabel("test NLL (nats), lower is better")
     a.invert_yaxis()
     b.barh(names, [r["active_units"] for r in rows], color="C2")
