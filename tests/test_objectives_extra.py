@@ -25,6 +25,9 @@ from vaekit.objectives import (
     CapacityELBO,
     FactorVAE,
     InfoVAE,
+    PerceptualELBO,
+    TripletELBO,
+    triplet_indices,
 )
 from vaekit.priors import LearnableGaussian, MixtureOfGaussians, StandardNormal
 
@@ -529,3 +532,81 @@ def test_objective_is_finite_keyed_and_trains(name):
 def test_constructors_reject_nonsense(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# --- triplet and perceptual terms ------------------------------------------------------------
+
+
+def test_triplet_indices_pick_same_and_other_labels():
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        pos, neg, valid = triplet_indices(y, generator=g)
+        for i in range(6):
+            assert y[neg[i]] != y[i]
+            if valid[i]:
+                assert pos[i] != i and y[pos[i]] == y[i]
+        assert valid.tolist() == [True] * 5 + [False]  # label 2 has no positive
+
+
+def _tiny_vae(d_in=6, d_z=2, seed=0):
+    torch.manual_seed(seed)
+    enc = torch.nn.Linear(d_in, 2 * d_z).double()
+    dec = torch.nn.Linear(d_z, d_in).double()
+    return VAE(enc, dec, prior=StandardNormal(d_z))
+
+
+def test_triplet_term_matches_a_hand_computation():
+    model = _tiny_vae()
+    x = torch.bernoulli(torch.rand(4, 6, dtype=torch.float64))
+    y = torch.tensor([0, 0, 1, 1])  # the positive of each anchor is unique
+    obj = TripletELBO(weight=2.0, margin=0.5)
+    out = obj(model, x, y=y)
+    mu = model.encode(x).mean.detach().numpy()
+    trip = out.per_example["triplet"].detach().numpy()
+    for i in range(4):
+        p = {0: 1, 1: 0, 2: 3, 3: 2}[i]
+        d_ap = np.linalg.norm(mu[i] - mu[p] + 1e-6)
+        options = [max(0.0, d_ap - np.linalg.norm(mu[i] - mu[n] + 1e-6) + 0.5) for n in (2, 3)]
+        if i >= 2:
+            options = [max(0.0, d_ap - np.linalg.norm(mu[i] - mu[n] + 1e-6) + 0.5) for n in (0, 1)]
+        assert min(abs(trip[i] - o) for o in options) < 1e-9
+    pe = out.per_example
+    np.testing.assert_allclose(
+        out.loss.item(), (pe["rec"] + pe["kl"] + 2.0 * pe["triplet"]).mean().item(), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="labels"):
+        obj(model, x)
+
+
+def test_perceptual_term_matches_a_hand_computation_and_keeps_features_frozen():
+    model = _tiny_vae()
+    torch.manual_seed(1)
+    phi = torch.nn.Linear(6, 3).double()
+    obj = PerceptualELBO(phi, weight=0.5)
+    x = torch.bernoulli(torch.rand(5, 6, dtype=torch.float64))
+    torch.manual_seed(2)
+    out = obj(model, x)
+    torch.manual_seed(2)
+    z = model.encode(x).rsample((1,))[0]
+    x_hat = torch.sigmoid(model.decoder(z))  # the Bernoulli mean E[x|z]
+    want = (phi(x_hat) - phi(x)).square().sum(1)
+    torch.testing.assert_close(out.per_example["perceptual"], want)
+    out.loss.backward()
+    assert all(p.grad is None for p in phi.parameters())  # frozen: no gradient, not trained
+    assert model.decoder.weight.grad is not None
+
+
+def test_feature_classifier_separates_the_classes():
+    from vaekit.models.perceptual import feature_classifier
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    x = torch.rand(300, 20, generator=g) * 0.1
+    x[torch.arange(300), y * 5] = 1.0  # the class lights one of three pixels
+    phi = feature_classifier(x, y, hidden=16, epochs=20, batch_size=50)
+    f = phi(x)
+    assert f.shape == (300, 16) and not any(p.requires_grad for p in phi.parameters())
+    means = torch.stack([f[y == c].mean(0) for c in range(3)])
+    nearest = torch.cdist(f, means).argmin(1)
+    assert (nearest == y).float().mean() > 0.95

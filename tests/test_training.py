@@ -581,3 +581,14 @@ def test_bf16_autocast_trains_networks_in_bfloat16_and_keeps_the_loss_in_float32
     # bfloat16 has 8 bits of mantissa: the same run, within a few percent
     assert math.isfinite(b) and abs(a - b) < 0.05 * abs(a)
     assert math.isfinite(summary["best_valid_elbo"])
+
+
+@pytest.mark.parametrize("name, term", [("triplet", "triplet"), ("perceptual", "perceptual")])
+def test_cli_trains_the_label_and_feature_objectives(labelled_npz, tmp_path, name, term):
+    out = tmp_path / "run"
+    assert _cli_small(labelled_npz, out, "--objective", name, "--gamma", "0.5") == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert all(math.isfinite(r[term]) and r[term] >= 0 for r in train_rows)
+    result = json.loads((out / "eval.json").read_text())
+    assert math.isfinite(result["nll"])

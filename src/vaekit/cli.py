@@ -40,7 +40,7 @@ _HELP = {
     "likelihood": "bernoulli | continuous_bernoulli | gaussian | laplace | discretized_logistic | "
     "discretized_logistic_mixture | categorical",
     "objective": "elbo | iwae | miwae | ciwae | piwae | beta_tcvae | factor_vae | dip_vae | "
-    "capacity | geco | info_vae | wae",
+    "capacity | geco | info_vae | wae | triplet | perceptual",
     "k": "importance samples K of iwae (inner samples of miwae, ciwae, piwae)",
     "m": "outer samples M of miwae / piwae",
     "beta": "KL weight of the ELBO (the TC weight of beta_tcvae; ciwae's mixing weight)",
@@ -48,7 +48,7 @@ _HELP = {
     "cycles": "cycles of --schedule cyclical over the run",
     "cycle_ratio": "share of each cycle spent rising 0 -> beta",
     "gamma": "factor_vae's TC weight (0 = 35) / capacity's weight (0 = 1000) / beta_tcvae's MI "
-    "and dimension-wise KL weight (0 = 1)",
+    "and dimension-wise KL weight (0 = 1) / triplet and perceptual weight (0 = 1)",
     "capacity": "capacity: C_max, nats",
     "capacity_steps": "capacity: steps over which C rises to C_max",
     "tc_estimator": "beta_tcvae: mws | mss",
@@ -58,6 +58,7 @@ _HELP = {
     "kernel": "info_vae / wae: auto | rbf | imq",
     "alpha": "info_vae: alpha",
     "tolerance": "geco: reconstruction target, nats per example",
+    "margin": "triplet: margin on the distances between posterior means",
     "free_bits": "free bits per latent dimension, nats (analytic KL)",
     "time_limit": "minutes of training (checked every step; resumable)",
     "warmup_epochs": "linear KL warm-up 0 -> beta over this many epochs",

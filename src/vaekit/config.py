@@ -65,7 +65,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ObjectiveConfig:
     # elbo | iwae | miwae | ciwae | piwae | beta_tcvae | factor_vae | dip_vae | capacity | geco
-    # | info_vae | wae  (vqvae models always use the VQ-VAE objective)
+    # | info_vae | wae | triplet | perceptual  (vqvae models always use the VQ-VAE objective)
     objective: str = "elbo"
     k: int = 1  # IWAE samples (inner samples K of MIWAE / CIWAE / PIWAE)
     m: int = 1  # outer samples M of MIWAE / PIWAE
@@ -81,7 +81,8 @@ class ObjectiveConfig:
     cycles: int = 4
     cycle_ratio: float = 0.5
     # weight of the objective's extra term; 0 = its paper's default (factor_vae: TC weight 35,
-    # capacity: 1000, beta_tcvae: 1 on MI and dimension-wise KL, with --beta on TC)
+    # capacity: 1000, beta_tcvae: 1 on MI and dimension-wise KL, with --beta on TC; triplet and
+    # perceptual: 1)
     gamma: float = 0.0
     capacity: float = 25.0  # capacity: C_max in nats (Burgess et al. 2018)
     capacity_steps: int = 100000  # capacity: steps over which C rises 0 -> C_max
@@ -92,6 +93,7 @@ class ObjectiveConfig:
     kernel: str = "auto"  # info_vae / wae: rbf | imq; auto = rbf (info_vae), imq (wae)
     alpha: float = 0.0  # info_vae: alpha (loss rec + (1-alpha) KL + (alpha+lambda-1) MMD)
     tolerance: float = 0.0  # geco: constraint rec <= tolerance, nats per example (required)
+    margin: float = 1.0  # triplet: margin of the triplet loss on posterior means (latent units)
 
     def __post_init__(self) -> None:
         _at_least(self, warmup_epochs=0, cycles=1)

@@ -44,6 +44,9 @@ __all__ = [
     "FactorVAE",
     "DIPVAE",
     "InfoVAE",
+    "TripletELBO",
+    "PerceptualELBO",
+    "triplet_indices",
     "WAE",
     "log_weights",
     "analytic_kl",
@@ -867,3 +870,93 @@ def WAE(
     return InfoVAE(
         alpha=1.0, lambda_=lambda_, kernel=kernel, bandwidth=bandwidth, kl=kl, reduction=reduction
     )
+
+
+def triplet_indices(y: torch.Tensor, generator: torch.Generator | None = None):
+    """For each anchor i: a random positive j != i with y_j = y_i and a random negative with
+    y_k != y_i, from the batch. Returns ``(positive [B], negative [B], valid [B] bool)``;
+    anchors without a positive or a negative in the batch are not valid."""
+    b = y.shape[0]
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(b, dtype=torch.bool, device=y.device)
+    u = torch.rand(b, b, generator=generator, device=y.device if generator is None else "cpu")
+    u = u.to(y.device) + 1.0  # > 0, so masked-out entries (0) never win the argmax
+    pos_ok, neg_ok = same & ~eye, ~same
+    positive = (u * pos_ok).argmax(1)
+    negative = (u * neg_ok).argmax(1)
+    return positive, negative, pos_ok.any(1) & neg_ok.any(1)
+
+
+@dataclass(frozen=True)
+class TripletELBO:
+    """ELBO loss plus a triplet margin loss on the posterior means, nats + weight x latent units.
+
+    Per example ``rec + beta KL + weight max(0, ||mu_a - mu_p|| - ||mu_a - mu_n|| + margin)``
+    with the positive (same label) and negative (another label) drawn from the batch by
+    :func:`triplet_indices`; anchors without both get no triplet term. Needs the batch's
+    labels: ``objective(model, x, y=labels)`` (the trainer passes them). ``bound`` is the
+    ordinary ELBO; ``per_example["triplet"]``.
+    """
+
+    weight: float = 1.0
+    margin: float = 1.0
+    beta: float = 1.0
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_weight("weight", self.weight)
+        _check_weight("margin", self.margin)
+        _check_weight("beta", self.beta)
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+
+    def __call__(self, model, x: torch.Tensor, *, y: torch.Tensor | None = None) -> LossOutput:
+        if y is None:
+            raise ValueError("TripletELBO needs the batch's labels: objective(model, x, y=labels)")
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        mu = t.out.posterior.mean
+        positive, negative, valid = triplet_indices(y.to(mu.device))
+        triplet = F.triplet_margin_loss(
+            mu, mu[positive], mu[negative], margin=self.margin, reduction="none"
+        ) * valid.to(mu.dtype)
+        loss = rec + self.beta * kl + self.weight * triplet
+        return _elbo_output(rec, kl, loss, self.reduction, {"triplet": triplet})
+
+
+@dataclass(frozen=True)
+class PerceptualELBO:
+    """ELBO loss plus a feature-space reconstruction term: ``rec + beta KL + weight ||phi(x) - phi(x_hat)||^2``.
+
+    ``phi`` is a frozen feature network (its parameters get no gradient and are not trained;
+    the user supplies it, or :func:`vaekit.models.perceptual.feature_classifier` trains a small
+    classifier on the built-in data); ``x_hat = E[x | z]`` of the pass's draw z ~ q(z|x).
+    The squared distance is summed over the feature axes (squared feature units). ``bound``
+    is the ordinary ELBO; ``per_example["perceptual"]``.
+    """
+
+    features: torch.nn.Module
+    weight: float = 1.0
+    beta: float = 1.0
+    kl: str = "analytic"
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        _check_weight("weight", self.weight)
+        _check_weight("beta", self.beta)
+        check_choice("kl", self.kl, ("analytic", "mc"))
+        check_choice("reduction", self.reduction, _REDUCTIONS)
+        self.features.eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+
+    def __call__(self, model, x: torch.Tensor) -> LossOutput:
+        t = log_weights(model, x, 1)
+        rec, kl = rec_kl(t, self.kl)
+        x_hat = t.out.likelihood.mean[0]  # E[x|z] of the one draw: [B, *x_shape]
+        f_x = self.features(x).detach()
+        diff = (self.features(x_hat) - f_x).reshape(x.shape[0], -1)
+        perceptual = diff.square().sum(1)
+        loss = rec + self.beta * kl + self.weight * perceptual
+        return _elbo_output(rec, kl, loss, self.reduction, {"perceptual": perceptual})

@@ -62,6 +62,8 @@ OBJECTIVES = (
     "geco",
     "info_vae",
     "wae",
+    "triplet",
+    "perceptual",
 )
 # priors whose KL to a diagonal Gaussian has a closed form in the kl_divergence registry
 _ANALYTIC = ("standard", "learnable")
@@ -241,11 +243,13 @@ def build_objective(
     dataset_size: int | None = None,
     latent_dim: int | None = None,
     model: ModelConfig | None = None,
+    features: nn.Module | None = None,
 ):
     """The objective named by ``cfg.objective``; ``kl="auto"`` is analytic where a closed form exists.
 
     ``dataset_size`` (beta_tcvae's estimators of q(z)) and ``latent_dim`` (factor_vae's
-    discriminator) are needed by those objectives only. ``model``: the model's config, so
+    discriminator) and ``features`` (perceptual's frozen feature network) are needed by
+    those objectives only. ``model``: the model's config, so
     ``kl="auto"`` is Monte Carlo where q or p has no closed form (IAF posterior, HVAE).
     """
     check_choice("objective", cfg.objective, OBJECTIVES)
@@ -311,4 +315,13 @@ def build_objective(
         )
     if name == "wae":
         return O.WAE(lambda_=cfg.mmd_weight or 10.0, kernel=kernel("imq"), kl=kl)
+    if name == "triplet":
+        return O.TripletELBO(weight=cfg.gamma or 1.0, margin=cfg.margin, beta=cfg.beta, kl=kl)
+    if name == "perceptual":
+        return O.PerceptualELBO(
+            needed("a frozen feature network (features)", features),
+            weight=cfg.gamma or 1.0,
+            beta=cfg.beta,
+            kl=kl,
+        )
     return ELBO(beta=cfg.beta, kl=kl, samples=cfg.samples, free_bits=cfg.free_bits)

@@ -140,12 +140,16 @@ def train(
     n_train = len(splits.train)
     if cfg.train.max_train_examples:
         n_train = min(n_train, cfg.train.max_train_examples)
+    features = None
+    if cfg.objective.objective == "perceptual":  # vaekit's own small classifier's features
+        features = _perceptual_features(model, splits, shape, cfg).to(device)
     objective = build_objective(
         cfg.objective,
         cfg.model.prior,
         dataset_size=n_train,
         latent_dim=cfg.model.latent_dim,
         model=cfg.model,
+        features=features,
     )
     trained = wrap_distributed(model)
     if cfg.train.compile:
@@ -190,6 +194,21 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
     if cfg.model.model == "vqvae" and (run_dir / _CODE_PRIOR).exists():
         model.prior = _load_code_prior(run_dir / _CODE_PRIOR, device)
     return model.to(device).eval(), cfg, splits
+
+
+def _perceptual_features(model, splits, shape, cfg: RunConfig):
+    """Hidden features of a small classifier trained on (a fixed draw of) the training set."""
+    from vaekit.models.perceptual import feature_classifier
+
+    train = splits.train.eval_view()
+    if train.y is None:
+        raise ValueError(
+            "objective 'perceptual' trains its feature network on the training labels; this "
+            "data set has none"
+        )
+    n = min(len(train), 20000)
+    x = prepare_input(model, train.x[:n], shape)
+    return feature_classifier(x, train.y[:n], seed=cfg.train.seed)
 
 
 def _build(cfg: RunConfig, splits):

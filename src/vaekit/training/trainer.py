@@ -131,8 +131,8 @@ class Trainer:
 
     Args:
         model: a :class:`~vaekit.VAE`.
-        objective: ``objective(model, x) -> LossOutput``; it is also passed ``beta=`` and
-            ``step=`` when its call takes them. An objective that is an ``nn.Module`` (a
+        objective: ``objective(model, x) -> LossOutput``; it is also passed ``beta=``,
+            ``step=`` and the batch's labels ``y=`` when its call takes them. An objective that is an ``nn.Module`` (a
             GECO multiplier, a FactorVAE discriminator) is moved to the model's device,
             switched between train/eval with the model, and its ``state_dict`` is
             checkpointed and restored on resume.
@@ -192,6 +192,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n / self.tc.batch_size)
         takes = _call_parameters(objective)
         self._takes_beta, self._takes_step = "beta" in takes, "step" in takes
+        self._takes_y = "y" in takes  # objectives that use the labels (triplet)
+        self._batch_y: torch.Tensor | None = None
         self.beta = beta or _schedule(config, self.steps_per_epoch)
         if not self._takes_beta:
             self.beta = Constant(1.0)
@@ -334,6 +336,7 @@ class Trainer:
                     x = x[self.rank * local : (self.rank + 1) * local]
                     y = None if y is None else y[self.rank * local : (self.rank + 1) * local]
                 x = prepare_input(model, x, self.input_shape)
+                self._batch_y = None if y is None else y.to(device)
                 with _conditioned(model, y):
                     self._step(x, sums, generator, epoch_start_gen)
                 s.batch_in_epoch = i + 1
@@ -397,6 +400,8 @@ class Trainer:
             kwargs["beta"] = self.beta(s.step)
         if self._takes_step:
             kwargs["step"] = s.step
+        if self._takes_y:
+            kwargs["y"] = self._batch_y
         with torch.autocast(
             self._device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
         ):
