@@ -40,6 +40,8 @@ VARIANTS = {
     "piwae_m2_k5": dict(objective="piwae", m=2, k=5),
     "info_vae": dict(objective="info_vae", alpha=0.0),
     "wae": dict(objective="wae"),
+    "triplet": dict(objective="triplet", margin=1.0),
+    "perceptual": dict(objective="perceptual"),
     "cvae": dict(model="cvae", conditional_prior=True),
 }
 
