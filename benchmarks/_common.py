@@ -17,7 +17,8 @@ def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dic
     """``vaekit.evaluate.evaluate`` of the best checkpoint on the fixed test draw.
 
     ``examples`` < the test size takes a seeded random subset (``pick="random"``; the first
-    MNIST test images are its easier half) or the first ones (``pick="first"``). The result
+    MNIST test images are its easier half), the rest of the test set after that subset
+    (``pick="rest"``) or the first ones (``pick="first"``). The result
     gains ``eval_examples`` and ``eval_pick``.
     """
     model, cfg, splits = load_run(run, "best")
@@ -25,12 +26,10 @@ def evaluate_test(run, samples: int, examples: int, pick: str = "random") -> dic
     n = test.x.shape[0]
     if examples >= n:
         idx, pick = torch.arange(n), "all"
-    elif pick == "random":
-        idx = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(1234))[:examples]
-            .sort()
-            .values
-        )
+    elif pick in ("random", "rest"):
+        # "rest": the test images the seeded random pick of ``examples`` leaves out
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1234))
+        idx = (perm[:examples] if pick == "random" else perm[examples:]).sort().values
     else:
         idx = torch.arange(examples)
     x = prepare_input(

@@ -59,9 +59,10 @@ def main() -> None:
     p.add_argument(
         "--eval-pick",
         default="random",
-        choices=["random", "first"],
+        choices=["random", "rest", "first"],
         help="which test images when --eval-examples < 10000: a seeded random subset (the first "
-        "ones are the easier half of MNIST's test set) or the first ones",
+        "ones are the easier half of MNIST's test set), the rest after that subset, or the "
+        "first ones",
     )
     args = p.parse_args()
     if args.threads:
