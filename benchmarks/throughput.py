@@ -103,7 +103,7 @@ def main() -> None:
         t = time.perf_counter()
         with vaekit.validation(False):
             for x, _ in splits.train.batches(args.batch_size, generator=generator):
-                trainer._step(x, sums, generator, None)
+                trainer._step(x, None, sums)
             float(sums["_n"])  # one sync, as at a logging point
         return n / (time.perf_counter() - t)
 

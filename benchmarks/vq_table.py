@@ -39,20 +39,7 @@ DATA = {
 def _vae_row(data: str, args, out: Path) -> None:
     """The default continuous VAE (MLP, 40 latents) on the same data and budget, for scale."""
     run = out / f"{data}-vae"
-    t0 = time.time()
-    vaekit.train(
-        out=run,
-        epochs=args.epochs,
-        max_train_examples=args.train_examples,
-        batch_size=100,
-        lr=1e-3,
-        seed=0,
-        tensorboard=False,
-        progress=False,
-        evaluate_after=False,
-        **DATA[data],
-    )
-    train_s = time.time() - t0
+    train_s = _train(run, data, args)
     r = evaluate_test(run, samples=1000, examples=args.test_examples)
     row = {
         "data": data,
@@ -67,6 +54,29 @@ def _vae_row(data: str, args, out: Path) -> None:
         "seconds": round(train_s, 1),
         **environment(),
     }
+    _emit(out, row)
+
+
+def _train(run: Path, data: str, args, **overrides) -> float:
+    """Train one run on the table's budget (``DATA[data]`` plus ``overrides``); seconds taken."""
+    t0 = time.time()
+    vaekit.train(
+        out=run,
+        epochs=args.epochs,
+        max_train_examples=args.train_examples,
+        batch_size=100,
+        lr=1e-3,
+        seed=0,
+        tensorboard=False,
+        progress=False,
+        evaluate_after=False,
+        **DATA[data],
+        **overrides,
+    )
+    return time.time() - t0
+
+
+def _emit(out: Path, row: dict) -> None:
     with open(out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
@@ -99,24 +109,15 @@ def main() -> None:
             _vae_row(data, args, out)
         for name in args.quantizers:
             run = out / f"{data}-{name}"
-            t0 = time.time()
-            vaekit.train(
-                out=run,
+            train_s = _train(
+                run,
+                data,
+                args,
                 model="vqvae",
                 num_codes=args.num_codes,
-                epochs=args.epochs,
                 prior_epochs=args.prior_epochs,
-                max_train_examples=args.train_examples,
-                batch_size=100,
-                lr=1e-3,
-                seed=0,
-                tensorboard=False,
-                progress=False,
-                evaluate_after=False,
-                **DATA[data],
                 **QUANTIZERS[name],
             )
-            train_s = time.time() - t0
             model, cfg, splits = load_run(run)
             test = splits.test.eval_view()
             shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
@@ -140,9 +141,7 @@ def main() -> None:
                 "seconds": round(train_s, 1),
                 **environment(),
             }
-            with open(out / "results.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            _emit(out, row)
 
 
 if __name__ == "__main__":

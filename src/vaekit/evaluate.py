@@ -48,11 +48,14 @@ def _validated(model, x: torch.Tensor) -> contextlib.AbstractContextManager:
     return validation(False)
 
 
-def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+def _batches(
+    x: torch.Tensor, batch_size: int, y: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(x, y)`` slices of ``batch_size`` rows (``y`` None when there are no labels)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; received {batch_size}")
     for i in range(0, x.shape[0], batch_size):
-        yield x[i : i + batch_size]
+        yield x[i : i + batch_size], None if y is None else y[i : i + batch_size]
 
 
 def _chunk_size(model, pz, batch: int, event_numel: int, samples: int) -> int:
@@ -131,10 +134,9 @@ def _passes(model, data, samples: int, batch_size: int, desc: str, progress: boo
     device = _device(model)
     try:
         with _validated(model, x):
-            batches = list(_batches(x, batch_size))
-            for i, xb in enumerate(progress_bar(batches, desc=desc, enabled=progress)):
+            batches = list(_batches(x, batch_size, y))
+            for xb, yb in progress_bar(batches, desc=desc, enabled=progress):
                 xb = xb.to(device, non_blocking=True)
-                yb = None if y is None else y[i * batch_size : i * batch_size + xb.shape[0]]
                 with _given(model, yb):
                     # p(z) is fixed during evaluation: built once per batch (a conditional
                     # prior depends on the labels), not once per chunk of samples
@@ -172,8 +174,7 @@ def posterior_means(
     y = _labels(model, data, labels)
     device = _device(model)
     means = []
-    for i, xb in enumerate(_batches(x, batch_size)):
-        yb = None if y is None else y[i * batch_size : i * batch_size + xb.shape[0]]
+    for xb, yb in _batches(x, batch_size, y):
         with _given(model, yb):
             means.append(model.encode(xb.to(device)).mean.cpu())
     return torch.cat(means)
@@ -226,9 +227,7 @@ def evaluate(
         "rec": rec.mean().item(),
         "kl": kl.mean().item(),
         "bits_per_dim": nll / (n_dims * math.log(2.0)),
-        "active_units": active_units(
-            posterior_means(model, x, labels=_labels(model, data, labels))
-        ),
+        "active_units": active_units(posterior_means(model, data, labels=labels)),
         "samples": samples,
         "examples": int(x.shape[0]),
     }

@@ -26,8 +26,14 @@ from vaekit._checks import check_choice
 from vaekit.config import RunConfig, config_from_dict, load_config
 from vaekit.evaluate import evaluate, posterior_means
 from vaekit.models.build import build_model, build_objective, input_shape, prepare_input
+from vaekit.quantizers import code_statistics
 from vaekit.report import write_report
-from vaekit.training.checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
+from vaekit.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict_mismatch,
+)
 from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
 
 __all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
@@ -275,8 +281,6 @@ def fit_run_code_prior(
         "grid": list(idx.shape[1:]),
         "nll_per_epoch": [float(v) for v in history],
     }
-    from vaekit.training.checkpoint import save_checkpoint
-
     return save_checkpoint(state, run_dir / _CODE_PRIOR)
 
 
@@ -341,15 +345,14 @@ def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict[str, Any]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rec, kl, sq = [], [], []
-    counts = torch.zeros(model.num_codes, dtype=torch.long)
+    rec, kl, sq, codes = [], [], [], []
     try:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i : i + batch_size].to(device)
             out = model(xb)
             rec.append(-out.likelihood.log_prob(xb).cpu())
             idx = out.quantized.indices
-            counts += torch.bincount(idx.reshape(-1).cpu(), minlength=model.num_codes)
+            codes.append(idx.reshape(-1).cpu())
             if model.prior is not None:
                 kl.append(-model.prior.log_prob(idx).cpu())
             else:
@@ -361,8 +364,9 @@ def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict[str, Any]
         model.train(was_training)
     rec_t, kl_t = torch.cat(rec), torch.cat(kl)
     nll = (rec_t + kl_t).mean().item()
-    p = counts.double() / counts.sum()
-    perplexity = math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
+    codes_t = torch.cat(codes)
+    perplexity, _ = code_statistics(codes_t, model.num_codes)
+    counts = torch.bincount(codes_t, minlength=model.num_codes)
     used = int((counts > 0).sum())
     return {
         "nll": nll,
@@ -373,7 +377,7 @@ def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict[str, Any]
         "active_units": used,
         "codes_used": used,
         "num_codes": model.num_codes,
-        "perplexity": perplexity,
+        "perplexity": perplexity.item(),
         "mse": torch.cat(sq).mean().item(),
         "code_prior": model.prior is not None,
         "examples": int(x.shape[0]),

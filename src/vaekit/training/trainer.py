@@ -193,7 +193,6 @@ class Trainer:
         takes = _call_parameters(objective)
         self._takes_beta, self._takes_step = "beta" in takes, "step" in takes
         self._takes_y = "y" in takes  # objectives that use the labels (triplet)
-        self._batch_y: torch.Tensor | None = None
         self.beta = beta or _schedule(config, self.steps_per_epoch)
         if not self._takes_beta:
             self.beta = Constant(1.0)
@@ -336,9 +335,8 @@ class Trainer:
                     x = x[self.rank * local : (self.rank + 1) * local]
                     y = None if y is None else y[self.rank * local : (self.rank + 1) * local]
                 x = prepare_input(model, x, self.input_shape)
-                self._batch_y = None if y is None else y.to(device)
                 with _conditioned(model, y):
-                    self._step(x, sums, generator, epoch_start_gen)
+                    self._step(x, y, sums)
                 s.batch_in_epoch = i + 1
                 bar.update(1)
                 if s.step % tc.log_every == 0:
@@ -393,7 +391,7 @@ class Trainer:
                 self._save("best.pt", state)
             self._save("checkpoint.pt", state)
 
-    def _step(self, x: torch.Tensor, sums, generator, epoch_start_gen) -> None:
+    def _step(self, x: torch.Tensor, y: torch.Tensor | None, sums) -> None:
         s, tc = self.state, self.tc
         kwargs: dict[str, Any] = {}
         if self._takes_beta:
@@ -401,7 +399,7 @@ class Trainer:
         if self._takes_step:
             kwargs["step"] = s.step
         if self._takes_y:
-            kwargs["y"] = self._batch_y
+            kwargs["y"] = y
         with torch.autocast(
             self._device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
         ):
