@@ -64,6 +64,7 @@ _HELP = {
     "warmup_epochs": "linear KL warm-up 0 -> beta over this many epochs",
     "network": "mlp | gated | conv",
     "hidden": "hidden widths, e.g. 300,300",
+    "mog_weights": "mog: learned | uniform (1/K fixed, the VampPrior paper's MoG)",
     "components": "mixture components / VampPrior pseudo-inputs (0 = 10 / 500)",
     "eval_samples": "importance samples for the test NLL written after training",
     "patience": "early stopping after this many epochs without a better validation ELBO (0 = off)",

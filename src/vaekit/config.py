@@ -33,6 +33,9 @@ class ModelConfig:
     latent_dim: int = 40
     prior: str = "standard"  # standard | learnable | mog | vamp | flow
     components: int = 0  # mixture components / pseudo-inputs; 0 = the prior's default (10 / 500)
+    # mog mixture weights: "learned" (softmax of learnable logits) or "uniform" (1/K fixed, as
+    # the VampPrior paper's MoG)
+    mog_weights: str = "learned"
     # VampPrior pseudo-inputs: "random" (paper) or "data" (random training images)
     pseudo_init: str = "random"
     likelihood: str = "bernoulli"
@@ -58,6 +61,7 @@ class ModelConfig:
         _at_least(self, prior_epochs=0, commitment=0)
         check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
         check_choice("posterior", self.posterior, ("diagonal", "iaf"))
+        check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
 

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
+from vaekit._checks import check_choice
+
 __all__ = [
     "StandardNormal",
     "LearnableGaussian",
@@ -112,15 +114,24 @@ class MixtureOfGaussians(nn.Module):
 
     ``log p(z) = logsumexp_k(log pi_k + log N(z | mu_k, sigma_k))``, built on
     ``MixtureSameFamily``. Means start at N(0, I) draws, scales at 1, weights uniform.
+
+    Args:
+        weights: ``"learned"`` (softmax of learnable logits) or ``"uniform"`` (pi_k = 1/K
+            fixed, the VampPrior paper's MoG: ``p(z) = (1/K) sum_k N(z | mu_k, sigma_k^2)``).
     """
 
-    def __init__(self, dim: int, components: int = 10):
+    def __init__(self, dim: int, components: int = 10, weights: str = "learned"):
         super().__init__()
         self.dim = _check_dim("dim", dim)
         self.components = _check_dim("components", components)
+        check_choice("weights", weights, ("learned", "uniform"))
         self.loc = nn.Parameter(torch.randn(components, dim))
         self.log_scale = nn.Parameter(torch.zeros(components, dim))
-        self.logits = nn.Parameter(torch.zeros(components))
+        logits = torch.zeros(components)
+        if weights == "learned":
+            self.logits = nn.Parameter(logits)
+        else:
+            self.register_buffer("logits", logits)
 
     def forward(self) -> Distribution:
         scale = self.log_scale.clamp(-15.0, 15.0).exp()

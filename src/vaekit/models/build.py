@@ -142,7 +142,7 @@ def build_model(
     elif cfg.prior == "learnable":
         prior = P.LearnableGaussian(cfg.latent_dim)
     elif cfg.prior == "mog":
-        prior = P.MixtureOfGaussians(cfg.latent_dim, cfg.components or 10)
+        prior = P.MixtureOfGaussians(cfg.latent_dim, cfg.components or 10, weights=cfg.mog_weights)
     else:
         check_choice("pseudo_init", cfg.pseudo_init, ("random", "data"))
         init = "random"
