@@ -56,6 +56,13 @@ def main() -> None:
         choices=["uniform", "learned"],
         help="mog: the paper's fixed 1/K weights or learnable ones",
     )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="stop after this many epochs without a better validation ELBO (the paper: 50; "
+        "0 = train for --epochs / --time-limit)",
+    )
     p.add_argument("--eval-samples", type=int, default=5000)
     p.add_argument("--eval-examples", type=int, default=10000, help="test images for the NLL")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -98,6 +105,7 @@ def main() -> None:
                 warmup_epochs=args.warmup_epochs,
                 epochs=args.epochs,
                 time_limit=args.time_limit,
+                patience=args.patience,
                 seed=args.seed,
                 progress=False,
                 evaluate_after=False,
@@ -125,6 +133,7 @@ def main() -> None:
             "best_epoch": summary["best_epoch"],
             "best_valid_elbo": round(summary["best_valid_elbo"], 3),
             "warmup_epochs": saved.objective.warmup_epochs,
+            "patience": saved.train.patience,
             "train_seconds": train_s,
             "eval_seconds": round(time.time() - t1, 1),
             **environment(),

@@ -97,6 +97,27 @@ def test_mixture_of_gaussians_is_trainable_and_samples():
     assert prior().sample().shape == (3,)
 
 
+def test_mixture_of_gaussians_uniform_weights_are_fixed_one_over_k():
+    """weights="uniform": (1/K) sum_k N(z | mu_k, sigma_k^2) by hand; no weight parameter, and
+    the weights stay 1/K through an optimiser step and a state_dict round trip."""
+    prior = MixtureOfGaussians(2, components=3, weights="uniform").double()
+    assert {n for n, _ in prior.named_parameters()} == {"loc", "log_scale"}
+    _randomise(prior, np.random.default_rng(5))
+    opt = torch.optim.SGD(prior.parameters(), lr=0.5)
+    prior().log_prob(torch.randn(9, 2, dtype=F64) + 2.0).sum().neg().backward()
+    opt.step()
+    z = np.random.default_rng(2).normal(scale=1.5, size=(6, 2))
+    mu, s = _np(prior.loc), np.exp(_np(prior.log_scale))
+    comp = stats.norm.logpdf(z[:, None, :], mu[None], s[None]).sum(-1)
+    ref = special.logsumexp(comp, axis=1) - math.log(3)
+    np.testing.assert_allclose(_np(prior().log_prob(torch.tensor(z))), ref, rtol=1e-12)
+    again = MixtureOfGaussians(2, components=3, weights="uniform").double()
+    again.load_state_dict(prior.state_dict())
+    np.testing.assert_allclose(_np(again().log_prob(torch.tensor(z))), ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="weights"):
+        MixtureOfGaussians(2, components=3, weights="equal")
+
+
 # -- VampPrior -----------------------------------------------------------------------------
 
 

@@ -169,6 +169,15 @@ def test_trainer_rejects_bad_sizes(tmp_path):
 # -- config ------------------------------------------------------------------------------
 
 
+def test_mog_weights_reach_the_prior():
+    """--mog-weights uniform builds a prior with fixed log pi_k = -log K and no weight parameter."""
+    for weights, learnable in (("uniform", False), ("learned", True)):
+        cfg = RunConfig().replace(prior="mog", components=7, mog_weights=weights)
+        prior = build_model(cfg.model, (1, 28, 28), (784,)).prior
+        assert any(n == "logits" for n, _ in prior.named_parameters()) is learnable
+        assert torch.allclose(prior().mixture_distribution.logits, torch.full((7,), -math.log(7)))
+
+
 def test_config_yaml_nested_flat_and_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": {"latent_dim": 8}, "epochs": 7, "hidden": [64, 32]}))
@@ -278,8 +287,9 @@ def test_cli_resume_continues_and_rejects_other_architecture(npz, tmp_path, caps
         (["--k", "0", "--objective", "iwae"], "k must"),
         (["--latent-dim", "0"], "latent_dim"),
         (["--epochs", "two"], "epochs"),
+        (["--prior", "mog", "--mog-weights", "uniformm"], "did you mean 'uniform'"),
     ],
-    ids=["prior", "likelihood", "objective", "beta", "k", "latent", "epochs"],
+    ids=["prior", "likelihood", "objective", "beta", "k", "latent", "epochs", "mog_weights"],
 )
 def test_cli_bad_flags_are_clear_errors(npz, tmp_path, capsys, flags, message):
     assert _cli_train(npz, tmp_path / "run", *flags) == 2
