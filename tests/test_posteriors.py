@@ -117,3 +117,16 @@ def test_non_finite_encoder_output_raises():
 
 def test_latent_dim():
     assert DiagonalGaussian.latent_dim(80) == 40
+
+
+def test_half_precision_encoder_output_gives_a_float32_posterior():
+    """An encoder under bf16 autocast: q(z|x) is built in float32 from the bf16 values, so its
+    log-density matches scipy on those values to float32 accuracy."""
+    h = (torch.randn(3, 2 * 40) * 0.5).to(torch.bfloat16)
+    q = DiagonalGaussian()(h)
+    z = torch.randn(3, 40)
+    got = q.log_prob(z)
+    assert got.dtype == torch.float32 and q.rsample().dtype == torch.float32
+    mean, logvar = h.double().numpy()[:, :40], h.double().numpy()[:, 40:]
+    ref = stats.norm.logpdf(z.double().numpy(), mean, np.exp(0.5 * logvar)).sum(-1)
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-5)

@@ -90,3 +90,12 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}; received {value!r}")
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors (``torch.autocast`` outputs) as float32; others unchanged.
+
+    Log-densities, quantiser lookups and rounding run on the result: sums over hundreds of
+    values and nearest-code distances are where bfloat16's 8-bit mantissa would show.
+    """
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -41,7 +41,13 @@ from torch.distributions import (
 )
 
 from vaekit import functional as VF
-from vaekit._checks import check_choice, check_finite, check_range, validation_enabled
+from vaekit._checks import (
+    check_choice,
+    check_finite,
+    check_range,
+    full_precision,
+    validation_enabled,
+)
 
 __all__ = [
     "Likelihood",
@@ -150,8 +156,7 @@ class Likelihood(nn.Module):
         Half-precision params (a decoder under ``torch.autocast``) are cast to float32 first:
         log-densities are sums over hundreds of values, which bfloat16 would round.
         """
-        if params.dtype in (torch.float16, torch.bfloat16):
-            params = params.float()
+        params = full_precision(params)
         nd = params.dim() - 1 if event_ndim is None else int(event_ndim)
         if nd < 1 or nd >= params.dim():
             raise ValueError(

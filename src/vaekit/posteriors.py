@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from vaekit._checks import check_finite, validation_enabled
+from vaekit._checks import check_finite, full_precision, validation_enabled
 
 __all__ = ["DiagonalGaussian", "LOGVAR_MIN", "LOGVAR_MAX"]
 
@@ -31,8 +31,7 @@ class DiagonalGaussian(nn.Module):
             )
         if validation_enabled():
             check_finite("encoder output", h)
-        if h.dtype in (torch.float16, torch.bfloat16):  # an encoder under torch.autocast
-            h = h.float()
+        h = full_precision(h)  # an encoder under torch.autocast
         mean, logvar = h.chunk(2, dim=-1)
         std = torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
 
-from vaekit._checks import check_finite, check_positive, validation_enabled
+from vaekit._checks import check_finite, check_positive, full_precision, validation_enabled
 
 __all__ = [
     "QuantizerOutput",
@@ -95,11 +95,6 @@ def _flatten(name: str, z: torch.Tensor, code_dim: int) -> torch.Tensor:
     if not z.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor; received dtype {z.dtype}")
     return z.movedim(1, -1).reshape(-1, code_dim)
-
-
-def _float32(z: torch.Tensor) -> torch.Tensor:
-    """Half-precision encoder outputs (``torch.autocast``) as float32; others unchanged."""
-    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
 def _unflatten(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -263,7 +258,7 @@ class VectorQuantizer(nn.Module):
         wrong nearest codes and round the EMA statistics.
         """
         with torch.autocast(z_e.device.type, enabled=False):
-            return self._quantise(_float32(z_e))
+            return self._quantise(full_precision(z_e))
 
     def _quantise(self, z_e: torch.Tensor) -> QuantizerOutput:
         flat = _flatten("z_e", z_e, self.code_dim)
@@ -396,7 +391,7 @@ class FSQ(nn.Module):
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z_e`` ``[B, d, *positions]``; see :class:`QuantizerOutput` (losses are zero)."""
-        z_e = _float32(z_e)  # rounding to L levels in bfloat16 could land between levels
+        z_e = full_precision(z_e)  # rounding to L levels in bfloat16 could land between levels
         _flatten("z_e", z_e, self.code_dim)
         check_finite("z_e", z_e)
         b = self.bound(z_e)
