@@ -11,11 +11,11 @@ import torch
 WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
 
 
-def _run(cmd, out):
+def _run(cmd, out, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     proc = subprocess.run(
-        cmd + [str(WORKER), str(out)], env=env, capture_output=True, text=True, timeout=300
+        cmd + [str(WORKER), str(out), *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -35,3 +35,18 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path):
     moved = [not torch.equal(r0[n], torch.zeros_like(r0[n])) for n in r0]
     assert all(moved)
     assert (ddp / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_factor_vae_discriminator_stays_identical_across_ranks(tmp_path):
+    """FactorVAE's discriminator is outside the DDP-wrapped model: its initial weights come
+    from rank 0 and its gradients are averaged, so both replicas (and the model) agree."""
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+          "--master_port", "29534"], tmp_path, "factor_vae")  # fmt: skip
+    for kind in ("rank", "objective"):
+        r0, r1 = (torch.load(tmp_path / f"{kind}{r}.pt", weights_only=True) for r in (0, 1))
+        for name in r0:
+            if torch.is_tensor(r0[name]):
+                assert torch.equal(r0[name], r1[name]), f"ranks differ in {kind} {name}"
+    start = torch.load(tmp_path / "objective0.pt", weights_only=True)
+    assert start["_extra_state"]["optimizer"]["state"], "the discriminator took Adam steps"

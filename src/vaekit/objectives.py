@@ -28,6 +28,7 @@ from torch.func import functional_call
 
 from vaekit import functional as VF
 from vaekit._checks import check_choice, check_positive
+from vaekit._distributed import all_reduce_, broadcast_, world_size
 from vaekit.models.vae import VAEOutput
 from vaekit.schedules import Capacity
 
@@ -638,7 +639,8 @@ class FactorVAE(nn.Module):
     as in the paper's Algorithm 2). Discriminator: ``layers`` x [Linear(hidden),
     LeakyReLU(0.2)], Linear(2). Its parameters and its Adam state are in ``state_dict()``
     (tensors and numbers only). ``per_example["tc"]``; metrics ``disc_loss``, ``disc_acc``
-    (the step's batch, before the step).
+    (the step's batch, before the step). Under DistributedDataParallel the discriminator
+    starts from rank 0's weights and steps with the gradient averaged over the ranks.
     """
 
     def __init__(
@@ -677,6 +679,7 @@ class FactorVAE(nn.Module):
         self.optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=lr, betas=tuple(float(b) for b in betas)
         )
+        self._replicas_synced = False
 
     def forward(self, model, x: torch.Tensor) -> LossOutput:
         t = log_weights(model, x, 1)
@@ -715,7 +718,16 @@ class FactorVAE(nn.Module):
             loss = F.cross_entropy(logits, labels)
         acc = (logits.detach().argmax(-1) == labels).float().mean()
         if update:
-            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+            grads = torch.autograd.grad(loss, params)
+            if world_size() > 1:
+                # under DDP every rank steps with the mean gradient over the ranks' batches
+                # (as DDP does for the model), starting from rank 0's weights: the replicas'
+                # discriminators, and so the TC term, stay identical
+                if not self._replicas_synced:
+                    broadcast_(*(p.detach() for p in params))
+                    self._replicas_synced = True
+                all_reduce_(*grads, average=True)
+            for p, g in zip(params, grads, strict=True):
                 p.grad = g
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -29,10 +29,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import distributed as dist
 from torch import nn
 
 from vaekit._checks import check_finite, check_positive, full_precision, validation_enabled
+from vaekit._distributed import all_reduce_, broadcast_
 
 __all__ = [
     "QuantizerOutput",
@@ -155,14 +155,6 @@ def code_statistics(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor
     p = counts / counts.sum().clamp(min=1.0)
     entropy = -(torch.where(p > 0, p * p.clamp(min=1e-30).log(), torch.zeros_like(p))).sum()
     return entropy.exp(), (counts > 0).float().mean()
-
-
-def _all_reduce(*tensors: torch.Tensor) -> None:
-    # EMA statistics and usage counts are summed over processes so every replica keeps the
-    # same codebook under DistributedDataParallel.
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for t in tensors:
-            dist.all_reduce(t)
 
 
 class VectorQuantizer(nn.Module):
@@ -291,14 +283,14 @@ class VectorQuantizer(nn.Module):
         counts = torch.bincount(idx, minlength=self.num_codes).to(flat.dtype)
         if self.ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
-            _all_reduce(counts, sums)
+            all_reduce_(counts, sums)  # summed: every replica keeps the same codebook
             self.ema_count.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
             n = self.ema_count.sum()
             smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
             self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
         else:
-            _all_reduce(counts)
+            all_reduce_(counts)
         if self.restart_after:
             self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
             dead = (self.unused_steps >= self.restart_after).nonzero().squeeze(1)
@@ -313,8 +305,7 @@ class VectorQuantizer(nn.Module):
         else:
             pick = torch.randint(n, (dead.numel(),), device=flat.device)
         new = flat[pick]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.broadcast(new, 0)  # the same restart on every replica
+        broadcast_(new)  # the same restart on every replica
         self.codebook.data[dead] = new
         if self.ema:
             # a fresh cluster of one member at the new position

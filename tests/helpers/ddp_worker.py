@@ -1,6 +1,7 @@
 """Train a tiny VAE in this process (alone or as one torchrun rank) and save its parameters.
 
-Usage: python ddp_worker.py OUT_DIR   (or under torchrun; each rank writes OUT_DIR/rank{r}.pt)
+Usage: python ddp_worker.py OUT_DIR [OBJECTIVE]   (or under torchrun; each rank writes
+OUT_DIR/rank{r}.pt, and OUT_DIR/objective{r}.pt for an objective with state, e.g. factor_vae)
 """
 
 import sys
@@ -15,14 +16,14 @@ from vaekit.models.build import build_model, build_objective
 from vaekit.training.trainer import Trainer, wrap_distributed
 
 
-def main(out: Path) -> None:
+def main(out: Path, objective: str = "elbo") -> None:
     torch.set_num_threads(1)
     if "RANK" in __import__("os").environ:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     cfg = RunConfig().replace(
         network="mlp", hidden=(16,), latent_dim=3, epochs=2, batch_size=20, lr=1e-2,
-        tensorboard=False, log_every=1000,
+        tensorboard=False, log_every=1000, objective=objective,
     )  # fmt: skip
     g = torch.Generator().manual_seed(0)
     splits = from_tensor(
@@ -36,13 +37,16 @@ def main(out: Path) -> None:
     with torch.no_grad():
         last.weight[3:].zero_()
         last.bias[3:].fill_(-20.0)
-    trainer = Trainer(wrap_distributed(model), build_objective(cfg.objective), splits, cfg,
+    loss = build_objective(cfg.objective, latent_dim=cfg.model.latent_dim)
+    trainer = Trainer(wrap_distributed(model), loss, splits, cfg,
                       out / "run" if rank == 0 else None, progress=False)  # fmt: skip
     trainer.fit()
     torch.save(model.state_dict(), out / f"rank{rank}.pt")
+    if isinstance(loss, torch.nn.Module):
+        torch.save(loss.state_dict(), out / f"objective{rank}.pt")
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:])
