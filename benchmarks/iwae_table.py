@@ -47,6 +47,11 @@ def main() -> None:
     p.add_argument("--eval-examples", type=int, default=10000)
     p.add_argument("--eval-pick", default="random", choices=["random", "first"])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue runs that have a checkpoint (e.g. a 10-epoch run to --epochs 30)",
+    )
     p.add_argument("--out", default="benchmarks/out/iwae")
     args = p.parse_args()
     if args.threads:
@@ -68,7 +73,7 @@ def main() -> None:
                 t0 = time.time()
                 vaekit.train(
                     out=run,
-                    resume=i > 0,
+                    resume=i > 0 or (args.resume and (run / "checkpoint.pt").exists()),
                     dataset="mnist",
                     binarize="dynamic",
                     network="mlp",
