@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -49,3 +51,10 @@ def environment() -> dict:
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def emit(out: Path, row: dict) -> None:
+    """Append ``row`` as one JSON line to ``out/results.jsonl`` and print it."""
+    with open(Path(out) / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import environment
+from _common import emit, environment
 
 import vaekit
 from vaekit.models.build import input_shape
@@ -91,9 +91,7 @@ def main() -> None:
                 **environment(),
             }
             rows.append(row)
-            with open(out / "results.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            emit(out, row)
     for name in args.objectives:
         mine = [r for r in rows if r["objective"] == name]
         summary = {"objective": name, "seeds": len(mine)}

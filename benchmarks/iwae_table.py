@@ -12,12 +12,11 @@ The paper trained for 3280 passes; the epochs used here are in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import environment, evaluate_test
+from _common import emit, environment, evaluate_test
 
 import vaekit
 
@@ -107,9 +106,7 @@ def main() -> None:
                     "eval_seconds": round(time.time() - t1, 1),
                     **environment(),
                 }
-                with open(out / "results.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+                emit(out, row)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import environment, evaluate_test
+from _common import emit, environment, evaluate_test
 
 import vaekit
 from vaekit.config import load_config
@@ -138,9 +138,7 @@ def main() -> None:
             "eval_seconds": round(time.time() - t1, 1),
             **environment(),
         }
-        with open(out / "results.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        emit(out, row)
 
 
 if __name__ == "__main__":

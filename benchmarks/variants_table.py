@@ -13,12 +13,11 @@ MLP classifier (trained here on MNIST) on 1000 conditional samples, 100 per labe
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import environment, evaluate_test
+from _common import emit, environment, evaluate_test
 from torch import nn
 
 import vaekit
@@ -123,9 +122,7 @@ def main() -> None:
         }
         if name == "cvae":
             row.update(_label_accuracy(run))
-        with open(out / "results.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        emit(out, row)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ perplexity and usage, and the model's NLL bound in bits/dim (code prior + decode
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _common import environment, evaluate_test
+from _common import emit, environment, evaluate_test
 
 import vaekit
 from vaekit.models.build import input_shape, prepare_input
@@ -54,7 +53,7 @@ def _vae_row(data: str, args, out: Path) -> None:
         "seconds": round(train_s, 1),
         **environment(),
     }
-    _emit(out, row)
+    emit(out, row)
 
 
 def _train(run: Path, data: str, args, **overrides) -> float:
@@ -74,12 +73,6 @@ def _train(run: Path, data: str, args, **overrides) -> float:
         **overrides,
     )
     return time.time() - t0
-
-
-def _emit(out: Path, row: dict) -> None:
-    with open(out / "results.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
 
 
 def main() -> None:
@@ -141,7 +134,7 @@ def main() -> None:
                 "seconds": round(train_s, 1),
                 **environment(),
             }
-            _emit(out, row)
+            emit(out, row)
 
 
 if __name__ == "__main__":
