@@ -132,10 +132,10 @@ class Trainer:
     Args:
         model: a :class:`~vaekit.VAE`.
         objective: ``objective(model, x) -> LossOutput``; it is also passed ``beta=``,
-            ``step=`` and the batch's labels ``y=`` when its call takes them. An objective that is an ``nn.Module`` (a
-            GECO multiplier, a FactorVAE discriminator) is moved to the model's device,
-            switched between train/eval with the model, and its ``state_dict`` is
-            checkpointed and restored on resume.
+            ``step=`` and the batch's labels ``y=`` when its call takes them. An objective
+            that is an ``nn.Module`` (a GECO multiplier, a FactorVAE discriminator) is moved
+            to the model's device, switched between train/eval with the model, and its
+            ``state_dict`` is checkpointed and restored on resume.
         splits: :class:`vaekit.data.DataSplits`; ``valid`` drives early stopping.
         config: the resolved :class:`~vaekit.config.RunConfig` (saved in checkpoints).
         run_dir: output folder, or None to keep nothing on disk.
