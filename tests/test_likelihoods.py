@@ -263,6 +263,129 @@ def test_gaussian_optimal_sigma_has_a_floor():
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)
 
 
+def _sigma_vae(seed: int = 0) -> vaekit.VAE:
+    from torch import nn
+
+    from vaekit.priors import StandardNormal
+
+    torch.manual_seed(seed)
+    enc = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    dec = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 6))
+    return vaekit.VAE(enc, dec, prior=StandardNormal(2), likelihood=L.Gaussian("optimal"))
+
+
+def test_gaussian_optimal_sample_of_a_fresh_output_uses_the_sigma_recorded_in_training():
+    """sigma-VAE: a training-mode log_prob records sigma*^2 = mean((x - mean)^2); a
+    distribution built later from a fresh decoder output (no data) samples with that sigma,
+    not with sigma = 0 (which returned the mean itself)."""
+    rng = np.random.default_rng(13)
+    x, mean = rng.normal(size=(8, 5)), 0.7 * rng.normal(size=(8, 5))
+    sigma = math.sqrt(np.mean((x - mean) ** 2))  # the closed form, computed independently
+    lik = L.Gaussian("optimal")
+    lik(torch.tensor(mean, requires_grad=True)).log_prob(torch.tensor(x))  # a training step
+    assert lik.variance.item() == pytest.approx(sigma**2, rel=1e-6)
+    fresh = torch.tensor(rng.normal(size=(3, 5)))
+    dist = lik(fresh)
+    torch.manual_seed(0)
+    s = dist.sample((20000,))
+    assert s.shape == (20000, 3, 5)
+    assert not torch.allclose(s[0], fresh)
+    np.testing.assert_allclose(s.mean(0).numpy(), fresh.numpy(), atol=0.05 * sigma)
+    assert (s - fresh).std().item() == pytest.approx(sigma, rel=0.01)
+    assert dist.stddev.shape == (3, 5)
+    np.testing.assert_allclose(dist.stddev.numpy(), sigma, rtol=1e-6)
+    torch.testing.assert_close(dist.mean, fresh)
+
+
+def test_gaussian_optimal_records_sigma_only_in_training_with_gradients():
+    """Like RunningGaussian: eval mode or torch.no_grad (validation, test NLL) leave the
+    recorded sigma alone; log_prob itself always uses its batch's own sigma*."""
+    rng = np.random.default_rng(14)
+    x, mean = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    lik = L.Gaussian("optimal")
+    lik(torch.tensor(mean)).log_prob(torch.tensor(x))
+    recorded = lik.variance.item()
+    lik.eval()
+    got = lik(torch.tensor(mean)).log_prob(torch.tensor(3 * x))
+    sigma3 = math.sqrt(np.mean((3 * x - mean) ** 2))
+    np.testing.assert_allclose(got.numpy(), stats.norm.logpdf(3 * x, mean, sigma3).sum(1))
+    lik.train()
+    with torch.no_grad():
+        lik(torch.tensor(mean)).log_prob(torch.tensor(3 * x))
+    assert lik.variance.item() == recorded
+
+
+def test_gaussian_optimal_untrained_sample_raises_naming_scale_and_variance():
+    """No data seen in training: there is no optimal sigma to sample with."""
+    lik = L.Gaussian("optimal")
+    dist = lik(torch.zeros(2, 4))
+    for draw in (dist.sample, lambda: dist.stddev):
+        with pytest.raises(ValueError, match=r"scale=.optimal.*variance"):
+            draw()
+    lik.eval()  # an eval-mode log_prob does not record one either
+    dist.log_prob(torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"scale=.optimal"):
+        dist.sample()
+    torch.testing.assert_close(dist.mean, torch.zeros(2, 4))  # the mean needs no sigma
+
+
+def test_sigma_vae_model_samples_with_the_trained_sigma_and_keeps_it_in_its_state_dict():
+    model = _sigma_vae()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 6, generator=g)
+    px = model.decode(model.encode(x).rsample())  # the forward of a training step
+    px.log_prob(x).mean().neg().backward()
+    sigma = (x - px.mean.detach()).square().mean().sqrt().item()  # independently
+
+    def noise_std(m: vaekit.VAE) -> float:
+        torch.manual_seed(5)
+        means = m.sample(4000)
+        torch.manual_seed(5)  # the same z: the draws differ from the means by the noise only
+        draws = m.sample(4000, mean=False)
+        assert not torch.equal(draws, means)
+        return (draws - means).std().item()
+
+    assert noise_std(model) == pytest.approx(sigma, rel=0.02)
+    state = model.state_dict()
+    assert state["likelihood.variance"].item() == pytest.approx(sigma**2, rel=1e-5)
+    restored = _sigma_vae(seed=3)
+    restored.load_state_dict(state)
+    assert restored.likelihood.variance.item() == state["likelihood.variance"].item()
+    assert noise_std(restored) == pytest.approx(sigma, rel=0.02)
+
+
+def test_sigma_vae_state_dict_from_before_the_recorded_sigma_still_loads():
+    """Checkpoints written before sigma was recorded lack the buffer: they load, and sampling
+    then asks for a sigma instead of returning the mean."""
+    old = {k: v for k, v in _sigma_vae().state_dict().items() if k != "likelihood.variance"}
+    model = _sigma_vae(seed=2)
+    model.likelihood.variance.fill_(0.5)
+    model.load_state_dict(old)  # strict
+    assert model.likelihood.variance.item() == 0.0  # none recorded, not the 0.5 it had
+    with pytest.raises(ValueError, match="variance"):
+        model.sample(2, mean=False)
+    assert model.sample(2).shape == (2, 6)
+
+
+@pytest.mark.parametrize("make", [lambda: L.Gaussian("optimal"), L.RunningGaussian])
+def test_shared_variance_buffer_stays_finite_on_a_finite_batch_that_overflows(make):
+    """(x - mean)^2 of finite float32 values can overflow to inf: the recorded variance stays
+    finite (at most the largest float), and a NaN mean (validation off) leaves it unchanged."""
+    lik = make()
+    x = torch.zeros(2, 3)
+    lik(torch.full((2, 3), 0.5)).log_prob(x)
+    before = lik.variance.item()
+    with vaekit.validation(False):
+        lik(torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]])).log_prob(x)
+        assert lik.variance.item() == before
+    lik(torch.full((2, 3), 1e30)).log_prob(x)  # finite, but 1e60 overflows float32
+    v = lik.variance
+    assert torch.isfinite(v) and v.item() >= 1e36
+    lik(torch.full((2, 3), 0.5)).log_prob(x)  # and later batches keep it finite
+    assert torch.isfinite(lik.variance)
+    assert torch.isfinite(lik(torch.zeros(2, 3)).log_prob(x)).all()
+
+
 # -- discretized logistic mixture -------------------------------------------------------------
 
 
@@ -314,6 +437,8 @@ def _in_support(name: str, s: np.ndarray) -> bool:
 def test_samples_lie_in_the_support(name):
     lik = FACTORIES[name]()
     params = 3.0 * torch.randn(lik.param_shape((4, 2, 3, 3)))
+    if name == "gaussian_optimal":  # samples use the sigma recorded by a training log_prob
+        lik(params).log_prob(params + torch.randn_like(params))
     dist = lik(params)
     s = dist.sample((5,))
     assert s.shape == (5, 4, 2, 3, 3)
@@ -438,3 +563,12 @@ def test_half_precision_params_give_float32_log_densities():
     p = special.expit(logits.double().numpy())
     ref = stats.bernoulli.logpmf(x.numpy(), p).sum(-1)
     np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-5)
+
+
+def test_running_gaussian_stddev_and_samples_use_its_variance():
+    lik = L.RunningGaussian(init_variance=0.25)
+    dist = lik(torch.zeros(3, 4, dtype=F64))
+    np.testing.assert_allclose(dist.stddev.numpy(), np.full((3, 4), 0.5))
+    torch.manual_seed(0)
+    s = dist.sample((20000,))
+    assert s.dtype == F64 and s.std().item() == pytest.approx(0.5, rel=0.01)

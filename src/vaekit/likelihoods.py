@@ -222,20 +222,37 @@ class ContinuousBernoulli(Likelihood):
         return _Event(base, nd, _in_unit_interval)
 
 
-class _OptimalNormal(Distribution):
-    """Gaussian with one shared sigma set to its maximum-likelihood value at ``log_prob``.
+@torch.no_grad()
+def _store_variance(buffer: torch.Tensor, value: torch.Tensor, low: float) -> None:
+    """Write ``value`` into a shared-variance buffer without ever making it non-finite.
 
-    sigma*^2 = mean((x - loc)^2) over the whole batch (sigma-VAE, Rybkin et al. 2021),
-    detached: at the optimum d log p / d sigma = 0, so detaching leaves the gradient of
-    ``loc`` unchanged.
+    NaN (a non-finite decoder output, value checks off) keeps the old value; +inf (the
+    float32 square of finite but huge residuals overflowing) becomes the largest finite
+    value of the buffer's dtype; anything below ``low`` becomes ``low``. No host sync.
+    """
+    value = value.to(buffer)
+    value = torch.where(torch.isnan(value), buffer, value)
+    buffer.copy_(value.clamp(min=low, max=torch.finfo(buffer.dtype).max))
+
+
+class _OptimalNormal(Distribution):
+    """Gaussian with one shared sigma: the batch's maximum-likelihood value at ``log_prob``.
+
+    ``log_prob(x)``: sigma*^2 = mean((x - loc)^2) over the whole batch (sigma-VAE, Rybkin
+    et al. 2021), detached: at the optimum d log p / d sigma = 0, so detaching leaves the
+    gradient of ``loc`` unchanged. In training mode with gradients on it also records
+    sigma*^2 in the owner's ``variance`` buffer. ``sample``/``stddev``/``variance`` (no data
+    to fit a sigma to) use that recorded value, the noise level the model was trained with;
+    ``mean`` is ``loc`` and needs no sigma.
     """
 
     arg_constraints = {"loc": constraints.real}
     support = constraints.real
 
-    def __init__(self, loc: torch.Tensor, event_ndim: int, min_log_scale: float):
-        self.loc, self._nd, self._min = loc, event_ndim, min_log_scale
-        self.last_scale: torch.Tensor | None = None
+    def __init__(self, loc: torch.Tensor, event_ndim: int, owner: Gaussian):
+        self.loc, self._nd, self._owner = loc, event_ndim, owner
+        self._min = owner.min_log_scale
+        self.last_scale: torch.Tensor | None = None  # sigma* of the last log_prob's batch
         super().__init__(loc.shape[:-event_ndim], loc.shape[-event_ndim:], validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -244,6 +261,8 @@ class _OptimalNormal(Distribution):
         mse = (value - self.loc).detach().square().mean()
         log_scale = (0.5 * torch.log(mse)).clamp(min=self._min)
         self.last_scale = log_scale.exp()
+        if self._owner.training and torch.is_grad_enabled():
+            _store_variance(self._owner.variance, (2.0 * log_scale).exp(), math.exp(2 * self._min))
         lp = Normal(self.loc, self.last_scale, validate_args=False).log_prob(value)
         return lp.sum(tuple(range(-self._nd, 0)))
 
@@ -251,11 +270,34 @@ class _OptimalNormal(Distribution):
     def mean(self) -> torch.Tensor:
         return self.loc
 
+    def _recorded_variance(self) -> torch.Tensor:
+        v = self._owner.variance.detach()
+        if not bool(v > 0):
+            raise ValueError(
+                'Gaussian(scale="optimal") has no sigma to sample with: its sigma is fitted to '
+                "data (sigma^2 = mean((x - mean)^2)) and recorded in the likelihood's buffer "
+                "`variance` only when log_prob(x) runs in training mode with gradients on, and "
+                "none has run (an untrained model, or a checkpoint saved before vaekit recorded "
+                "it). Train the model first, use the mean (model.sample(n, mean=True)), or set "
+                "the noise level yourself: likelihood.variance.fill_(sigma ** 2)"
+            )
+        return v.to(self.loc.dtype)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self._recorded_variance().expand(self.loc.shape)
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self._recorded_variance().sqrt().expand(self.loc.shape)
+
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        scale = self.last_scale if self.last_scale is not None else torch.zeros(())
+        scale = self._recorded_variance().sqrt()
         with torch.no_grad():
-            return self.loc.expand(shape) + scale * torch.randn(shape, device=self.loc.device)
+            return self.loc.expand(shape) + scale * torch.randn(
+                shape, dtype=self.loc.dtype, device=self.loc.device
+            )
 
 
 class _LocScale(Likelihood):
@@ -299,17 +341,46 @@ class Gaussian(_LocScale):
     ``sigma^2 = mean((x - mean)^2)``, detached, log-sigma >= -6; Rybkin et al. 2021).
     With ``"optimal"`` an example's log p(x) depends on the rest of its batch (the shared
     sigma), so its test NLL depends on the evaluation batch size: report it with that size.
+
+    ``"optimal"`` and sampling: a distribution built from a decoder output alone (no data)
+    has no optimal sigma, so ``sample()`` uses the one recorded in training. Every
+    ``log_prob`` in training mode with gradients on (as :class:`RunningGaussian` updates its
+    variance) writes its batch's sigma*^2 into the buffer ``variance``, which is saved in
+    the ``state_dict``; eval mode and ``torch.no_grad`` leave it alone. So after training,
+    ``model.sample(n, mean=False)`` adds noise of the trained level (the last training
+    batch's sigma*). Before any training step ``variance`` is 0 (a recorded value is never
+    below e^-12) and ``sample()`` raises ``ValueError``; ``mean`` never needs sigma.
     """
 
     family = Normal
+    #: floor of the optimal log-sigma (sigma-VAE's -6)
+    min_log_scale: float = -6.0
+
+    def __init__(self, scale: float | str = 1.0):
+        super().__init__(scale)
+        if self.scale == "optimal":
+            # sigma^2 recorded by the last training log_prob; 0 = none recorded yet
+            self.register_buffer("variance", torch.zeros(()))
 
     def _scale_choices(self) -> list[str]:
         return ["learned", "optimal"]
 
     def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
         if self.scale == "optimal":
-            return _OptimalNormal(params, nd, min_log_scale=-6.0)
+            return _OptimalNormal(params, nd, self)
         return super()._distribution(params, nd)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args) -> None:
+        # checkpoints from before the recorded sigma lack it: load them with none recorded
+        key = prefix + "variance"
+        if self.scale == "optimal" and key not in state_dict:
+            state_dict[key] = torch.zeros_like(self.variance)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
+
+    def extra_repr(self) -> str:
+        if self.scale == "optimal":
+            return f"scale={self.scale!r}, variance={float(self.variance):.4g}"
+        return super().extra_repr()
 
 
 class _RunningNormal(Distribution):
@@ -335,11 +406,21 @@ class _RunningNormal(Distribution):
     def mean(self) -> torch.Tensor:
         return self.loc
 
+    @property
+    def variance(self) -> torch.Tensor:
+        return self._owner.variance.detach().to(self.loc.dtype).expand(self.loc.shape)
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
-        scale = self._owner.variance.sqrt().to(self.loc.dtype)
+        scale = self._owner.variance.detach().sqrt().to(self.loc.dtype)
         with torch.no_grad():
-            return self.loc.expand(shape) + scale * torch.randn(shape, device=self.loc.device)
+            return self.loc.expand(shape) + scale * torch.randn(
+                shape, dtype=self.loc.dtype, device=self.loc.device
+            )
 
 
 class RunningGaussian(Likelihood):
@@ -377,9 +458,14 @@ class RunningGaussian(Likelihood):
 
     @torch.no_grad()
     def update(self, mse: torch.Tensor) -> None:
-        """``sigma^2 <- momentum sigma^2 + (1 - momentum) mse`` (clamped below at ``min_variance``)."""
+        """``sigma^2 <- momentum sigma^2 + (1 - momentum) mse`` (clamped below at ``min_variance``).
+
+        The buffer never becomes non-finite: a NaN ``mse`` (a non-finite decoder output with
+        value checks off) leaves it unchanged, and an ``mse`` that overflowed to +inf (finite
+        but huge residuals squared in float32) gives the dtype's largest finite value.
+        """
         v = self.momentum * self.variance + (1.0 - self.momentum) * mse.to(self.variance)
-        self.variance.copy_(v.clamp(min=self.min_variance))
+        _store_variance(self.variance, v, self.min_variance)
 
     def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
         return _RunningNormal(params, nd, self)
