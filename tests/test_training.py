@@ -15,6 +15,7 @@ from vaekit.cli import main
 from vaekit.config import RunConfig, load_config
 from vaekit.data import from_file, from_tensor
 from vaekit.models.build import build_model, build_objective
+from vaekit.objectives import Objective
 from vaekit.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vaekit.training.trainer import Trainer, TrainingError, TrainingInterrupted
 
@@ -57,7 +58,12 @@ def _trainer(run_dir, binarize="dynamic", objective=None, **overrides):
     splits = from_tensor(train, valid, test, binarize=binarize, seed=0, image_shape=(1, 4, 4))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, splits.image_shape, splits.event_shape)
-    objective = objective or build_objective(cfg.objective, cfg.model.prior)
+    objective = objective or build_objective(
+        cfg.objective,
+        cfg.model.prior,
+        steps_per_epoch=math.ceil(len(train) / cfg.train.batch_size),
+        epochs=cfg.train.epochs,
+    )
     return Trainer(model, objective, splits, cfg, run_dir, progress=False), model
 
 
@@ -356,19 +362,23 @@ def test_a_checkpoint_write_removes_temp_files_of_killed_writes(tmp_path):
 )
 def test_the_config_schedule_drives_beta_at_every_step(tmp_path, monkeypatch, overrides, beta_at):
     seen = []
-    objective = build_objective(RunConfig().objective)
+    cfg = RunConfig().replace(**{**TINY, **overrides})
+    # the objective holds its schedule; its metrics report the beta it used at each step
+    objective = build_objective(cfg.objective, steps_per_epoch=5, epochs=cfg.train.epochs)
 
-    def spy(model, x, *, beta=None):
-        seen.append(beta)
-        return objective(model, x, beta=beta)
+    class Spy(Objective):
+        def forward(self, model, x, *, y=None, step=None):
+            out = objective(model, x, y=y, step=step)
+            seen.append(out.metrics["beta"].item())
+            return out
 
-    trainer, _ = _trainer(tmp_path / "run", objective=spy, **overrides)
+    trainer, _ = _trainer(tmp_path / "run", objective=Spy(), **overrides)
     trainer.fit()
     assert seen == pytest.approx([beta_at(s) for s in range(len(seen))])
     assert len(seen) == 5 * overrides["epochs"]
 
 
-class _CountingELBO(torch.nn.Module):
+class _CountingELBO(Objective):
     """A stateful objective: counts training calls in a buffer, takes ``step``."""
 
     def __init__(self):
@@ -376,7 +386,7 @@ class _CountingELBO(torch.nn.Module):
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self.steps: list[int] = []
 
-    def forward(self, model, x, step=None):
+    def forward(self, model, x, *, y=None, step=None):
         from vaekit.objectives import ELBO
 
         if self.training and torch.is_grad_enabled():

@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from vaekit.config import ModelConfig, ObjectiveConfig, TrainConfig
+from vaekit.config import ModelConfig, TrainConfig, field_sections
 
 __all__ = ["main"]
 
@@ -39,29 +39,7 @@ _HELP = {
     "scale": "gaussian/laplace scale: a number, learned, optimal (sigma-VAE) or running (gaussian)",
     "likelihood": "bernoulli | continuous_bernoulli | gaussian | laplace | discretized_logistic | "
     "discretized_logistic_mixture | categorical",
-    "objective": "elbo | iwae | miwae | ciwae | piwae | beta_tcvae | factor_vae | dip_vae | "
-    "capacity | geco | info_vae | wae | triplet | perceptual",
-    "k": "importance samples K of iwae (inner samples of miwae, ciwae, piwae)",
-    "m": "outer samples M of miwae / piwae",
-    "beta": "KL weight of the ELBO (the TC weight of beta_tcvae; ciwae's mixing weight)",
-    "schedule": "beta schedule: warmup | constant | cyclical",
-    "cycles": "cycles of --schedule cyclical over the run",
-    "cycle_ratio": "share of each cycle spent rising 0 -> beta",
-    "gamma": "factor_vae's TC weight (0 = 35) / capacity's weight (0 = 1000) / beta_tcvae's MI "
-    "and dimension-wise KL weight (0 = 1) / triplet and perceptual weight (0 = 1)",
-    "capacity": "capacity: C_max, nats",
-    "capacity_steps": "capacity: steps over which C rises to C_max",
-    "tc_estimator": "beta_tcvae: mws | mss",
-    "dip": "dip_vae: i | ii",
-    "lambda_od": "dip_vae: off-diagonal weight",
-    "mmd_weight": "info_vae / wae: MMD weight (0 = 1000 / 10)",
-    "kernel": "info_vae / wae: auto | rbf | imq",
-    "alpha": "info_vae: alpha",
-    "tolerance": "geco: reconstruction target, nats per example",
-    "margin": "triplet: margin on the distances between posterior means",
-    "free_bits": "free bits per latent dimension, nats (analytic KL)",
     "time_limit": "minutes of training (checked every step; resumable)",
-    "warmup_epochs": "linear KL warm-up 0 -> beta over this many epochs",
     "network": "mlp | gated | conv",
     "hidden": "hidden widths, e.g. 300,300",
     "mog_weights": "mog: learned | uniform (1/K fixed, the VampPrior paper's MoG)",
@@ -74,8 +52,45 @@ _HELP = {
 }
 
 
+def _objective_help() -> tuple[dict[str, str], str]:
+    """Per-flag help for the objectives' fields and the epilog listing every objective."""
+    from vaekit.objectives import OBJECTIVES
+
+    per_flag: dict[str, list[str]] = {}
+    lines = ["objectives (--objective NAME) and the fields each one takes, with defaults:"]
+    for name, spec in OBJECTIVES.items():
+        lines.append(f"  {name}: {spec.summary}")
+        for param in spec.all_params:
+            lines.append(f"      {param.describe()}")
+            per_flag.setdefault(param.name, []).append(f"{name} {param.default!r}")
+    flags = {k: "used by (default): " + ", ".join(v) for k, v in per_flag.items()}
+    lines.append(
+        "A flag the chosen objective does not use is an error (exit 2) naming the fields it takes."
+    )
+    return flags, "\n".join(lines)
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    for section in (ModelConfig, ObjectiveConfig, TrainConfig):
+    from vaekit.objectives import OBJECTIVES
+
+    obj_help, _ = _objective_help()
+    objective = p.add_argument_group("objective")
+    objective.add_argument(
+        "--objective",
+        dest="objective",
+        default=None,
+        metavar="NAME",
+        help=" | ".join(OBJECTIVES) + " (default: elbo; vqvae for --model vqvae)",
+    )
+    for name in sorted(obj_help):
+        objective.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=obj_help[name],
+        )
+    for section in (ModelConfig, TrainConfig):
         group = p.add_argument_group(section.__name__.replace("Config", "").lower())
         for f in fields(section):
             flag = "--" + f.name.replace("_", "-")
@@ -102,7 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (and evaluate) a VAE; writes a run folder")
+    t = sub.add_parser(
+        "train",
+        help="train (and evaluate) a VAE; writes a run folder",
+        epilog=_objective_help()[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("--out", default="runs/default", help="run folder (default: runs/default)")
     t.add_argument("--config", default=None, help="YAML file of config fields (flat or by section)")
     t.add_argument(
@@ -150,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = [f.name for sec in (ModelConfig, ObjectiveConfig, TrainConfig) for f in fields(sec)]
+    names = list(field_sections())
     flat = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if "data_root" in flat:
         # typed by the user: relative to the working directory. (A relative data_root from a

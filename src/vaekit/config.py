@@ -68,44 +68,58 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    # elbo | iwae | miwae | ciwae | piwae | beta_tcvae | factor_vae | dip_vae | capacity | geco
-    # | info_vae | wae | triplet | perceptual  (vqvae models always use the VQ-VAE objective)
-    objective: str = "elbo"
-    k: int = 1  # IWAE samples (inner samples K of MIWAE / CIWAE / PIWAE)
-    m: int = 1  # outer samples M of MIWAE / PIWAE
-    estimator: str = "standard"  # standard | stl | dreg
-    samples: int = 1  # ELBO samples
-    kl: str = "auto"  # auto (analytic where a closed form exists) | analytic | mc
-    beta: float = 1.0
-    warmup_epochs: float = 0.0  # linear KL warm-up 0 -> beta (VampPrior paper: 100)
-    free_bits: float = 0.0
-    # beta schedule: warmup (linear over warmup_epochs) | constant | cyclical (Fu et al. 2019:
-    # `cycles` cycles over the whole run, each rising 0 -> beta over its first cycle_ratio)
-    schedule: str = "warmup"
-    cycles: int = 4
-    cycle_ratio: float = 0.5
-    # weight of the objective's extra term; 0 = its paper's default (factor_vae: TC weight 35,
-    # capacity: 1000, beta_tcvae: 1 on MI and dimension-wise KL, with --beta on TC; triplet and
-    # perceptual: 1)
-    gamma: float = 0.0
-    capacity: float = 25.0  # capacity: C_max in nats (Burgess et al. 2018)
-    capacity_steps: int = 100000  # capacity: steps over which C rises 0 -> C_max
-    tc_estimator: str = "mws"  # beta_tcvae: mws (minibatch weighted) | mss (stratified)
-    dip: str = "ii"  # dip_vae: i | ii
-    lambda_od: float = 10.0  # dip_vae: off-diagonal weight (diagonal: 10x for i, 1x for ii)
-    mmd_weight: float = 0.0  # info_vae / wae: MMD weight; 0 = default (1000 / 10)
-    kernel: str = "auto"  # info_vae / wae: rbf | imq; auto = rbf (info_vae), imq (wae)
-    alpha: float = 0.0  # info_vae: alpha (loss rec + (1-alpha) KL + (alpha+lambda-1) MMD)
-    tolerance: float = 0.0  # geco: constraint rec <= tolerance, nats per example (required)
-    margin: float = 1.0  # triplet: margin of the triplet loss on posterior means (latent units)
+    """The chosen objective and exactly its own hyperparameters, resolved (defaults filled in).
+
+    ``objective``: a name in :data:`vaekit.objectives.OBJECTIVES` (None: the model kind's
+    default, set by :class:`RunConfig`); ``params``: ``(name, value)`` pairs of every field of
+    that objective, in its registry's order; ``given``: the names set explicitly (a field
+    another objective uses is refused, naming the objective and the fields it takes).
+    Fields read as attributes: ``cfg.objective.beta``.
+    """
+
+    objective: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+    given: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        _at_least(self, warmup_epochs=0, cycles=1)
-        check_choice("schedule", self.schedule, ("warmup", "constant", "cyclical"))
-        if not 0.0 < self.cycle_ratio <= 1.0:
-            raise ValueError(
-                f"config key 'cycle_ratio' must be in (0, 1]; received {self.cycle_ratio!r}"
-            )
+        spec = self.spec
+        resolved = spec.resolve(dict(self.params))
+        object.__setattr__(self, "params", tuple(resolved.items()))
+        if spec.schedule and resolved.get("schedule") is not None:
+            _at_least(self, warmup_epochs=0, cycles=1)
+            if not 0.0 < resolved["cycle_ratio"] <= 1.0:
+                raise ValueError(
+                    f"config key 'cycle_ratio' must be in (0, 1]; received {resolved['cycle_ratio']!r}"
+                )
+
+    @property
+    def spec(self):
+        """The registry entry (:class:`vaekit.objectives.ObjectiveSpec`) of ``objective``."""
+        from vaekit.objectives import OBJECTIVES
+
+        name = self.objective or "elbo"
+        check_choice("objective", name, OBJECTIVES)
+        return OBJECTIVES[name]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The objective's fields and their resolved values."""
+        return dict(self.params)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("objective", "params", "given"):
+            raise AttributeError(name)
+        values = dict(object.__getattribute__(self, "params"))
+        if name in values:
+            return values[name]
+        raise AttributeError(
+            f"objective {self.objective!r} has no field {name!r}; its fields: "
+            f"{', '.join(values) or '(none)'}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"objective": name, **fields}``, plain values."""
+        return {"objective": self.objective or "elbo", **self.values}
 
 
 @dataclass(frozen=True)
@@ -164,33 +178,72 @@ def _at_least(section: object, **bounds: float) -> None:
             raise ValueError(f"config key {name!r} must be >= {low}; received {value!r}")
 
 
+# the objective a model kind trains with when none is named
+_DEFAULT_OBJECTIVE = {"vqvae": "vqvae"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.objective.objective is None:  # the model kind's own objective
+            name = _DEFAULT_OBJECTIVE.get(self.model.model, "elbo")
+            oc = self.objective
+            given = tuple((k, v) for k, v in oc.params if k in oc.given)
+            object.__setattr__(self, "objective", ObjectiveConfig(name, given, oc.given))
+        models = self.objective.spec.models
+        kind = self.model.model
+        if models is not None and kind not in models:
+            raise ValueError(
+                f"objective {self.objective.objective!r} trains model {' | '.join(models)}; "
+                f"received model {kind!r}"
+            )
+        if models is None and kind in _DEFAULT_OBJECTIVE:
+            raise ValueError(
+                f"model {kind!r} trains with objective {_DEFAULT_OBJECTIVE[kind]!r} (the default); "
+                f"received objective {self.objective.objective!r}"
+            )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain nested dict (tuples as lists), safe for YAML and ``torch.load(weights_only=True)``."""
+        """Plain nested dict (tuples as lists), safe for YAML and ``torch.load(weights_only=True)``.
+
+        The objective section holds exactly the chosen objective's fields, resolved.
+        """
 
         def plain(v):
             return list(v) if isinstance(v, tuple) else v
 
-        return {
+        out = {
             name: {
                 f.name: plain(getattr(getattr(self, name), f.name))
                 for f in fields(getattr(self, name))
             }
-            for name in ("model", "objective", "train")
+            for name in ("model", "train")
         }
+        return {"model": out["model"], "objective": self.objective.to_dict(), "train": out["train"]}
 
     def replace(self, **flat: Any) -> RunConfig:
         """A copy with flat ``field=value`` overrides routed to their section (values coerced)."""
         return _apply(self, flat, source="override")
 
 
-_SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}
-_FIELD_SECTION = {f.name: sec for sec, cls in _SECTIONS.items() for f in fields(cls)}
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
+def _objective_keys() -> set[str]:
+    from vaekit.objectives import OBJECTIVES
+
+    return {"objective"} | {p.name for spec in OBJECTIVES.values() for p in spec.all_params}
+
+
+def field_sections() -> dict[str, str]:
+    """Every config key (flat, unique across sections) and the section it belongs to."""
+    out = {f.name: sec for sec, cls in _SECTIONS.items() for f in fields(cls)}
+    out.update({k: "objective" for k in _objective_keys()})
+    return out
 
 
 def _coerce(cls, name: str, value: Any) -> Any:
@@ -235,36 +288,62 @@ def _as_int(value: Any) -> int:
 
 
 def _suggest(key: object) -> str:
-    close = difflib.get_close_matches(str(key), list(_FIELD_SECTION), n=1)
+    close = difflib.get_close_matches(str(key), list(field_sections()), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _apply(cfg: RunConfig, flat: dict[str, Any], source: str) -> RunConfig:
+    sections = field_sections()
     per_section: dict[str, dict[str, Any]] = {}
+    objective: dict[str, Any] = {}
     for key, value in flat.items():
-        if key not in _FIELD_SECTION:
+        if key not in sections:
             raise ValueError(f"unknown config key {key!r} in {source}{_suggest(key)}")
-        sec = _FIELD_SECTION[key]
-        per_section.setdefault(sec, {})[key] = _coerce(_SECTIONS[sec], key, value)
-    return dataclasses.replace(
-        cfg,
-        **{
-            sec: dataclasses.replace(getattr(cfg, sec), **vals) for sec, vals in per_section.items()
-        },
-    )
+        sec = sections[key]
+        if sec == "objective":
+            objective[key] = value
+        else:
+            per_section.setdefault(sec, {})[key] = _coerce(_SECTIONS[sec], key, value)
+    changes = {
+        sec: dataclasses.replace(getattr(cfg, sec), **vals) for sec, vals in per_section.items()
+    }
+    oc = cfg.objective
+    name = oc.objective
+    if "objective" in objective:
+        name = objective.pop("objective")
+        name = None if name is None else str(name)
+    if objective or name != oc.objective:
+        # the explicitly given fields carry over (a field the new objective lacks is an error
+        # naming it); the rest are the chosen objective's defaults
+        kept = {k: v for k, v in oc.params if k in oc.given}
+        given = {**kept, **objective}
+        try:
+            changes["objective"] = ObjectiveConfig(name, tuple(given.items()), tuple(given))
+        except ValueError as e:
+            raise ValueError(f"{e} (in {source})") from None
+    if "model" in changes and "objective" not in changes and oc.objective is not None:
+        # a new model kind re-picks the default objective unless one was chosen explicitly
+        if not oc.given and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo"):
+            changes["objective"] = ObjectiveConfig(None)
+    return dataclasses.replace(cfg, **changes)
 
 
 def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
+    sections = field_sections()
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _SECTIONS:
+        if key in ("model", "objective", "train"):
             if not isinstance(value, dict):
                 raise ValueError(
                     f"section {key!r} in {source} must be a mapping; received {value!r}"
                 )
+            if key == "objective" and _is_legacy(value):
+                model = data.get("model")
+                kind = model.get("model") if isinstance(model, dict) else None
+                value = _from_legacy(value, kind)
             for k, v in value.items():
-                if _FIELD_SECTION.get(k) != key:
-                    where = f" (it belongs to {_FIELD_SECTION[k]!r})" if k in _FIELD_SECTION else ""
+                if sections.get(k) != key:
+                    where = f" (it belongs to {sections[k]!r})" if k in sections else ""
                     raise ValueError(
                         f"unknown key {k!r} in section {key!r} of {source}{where}{_suggest(k)}"
                     )
@@ -272,6 +351,38 @@ def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
+
+
+# the objective section as vaekit 0.1 wrote it: one union of every objective's fields, with 0
+# meaning "the paper's default" for some of them
+_LEGACY_KEYS = {"tc_estimator", "margin", "mmd_weight", "capacity_steps", "estimator", "cycles"}
+
+
+def _is_legacy(section: dict) -> bool:
+    return _LEGACY_KEYS <= set(section)
+
+
+def _from_legacy(section: dict, model_kind: str | None) -> dict[str, Any]:
+    """A 0.1 objective section (saved in older run folders) as the chosen objective's fields."""
+    from vaekit.objectives import OBJECTIVES
+
+    name = section.get("objective", "elbo")
+    if model_kind in _DEFAULT_OBJECTIVE:  # 0.1 wrote 'elbo' for the VQ-VAE's own loss
+        return {"objective": _DEFAULT_OBJECTIVE[model_kind]}
+    if name not in OBJECTIVES:
+        return dict(section)  # let the normal checks name the problem
+    old = dict(section)
+    defaults = OBJECTIVES[name].defaults()
+    if name == "beta_tcvae":  # 0.1's gamma weighed both MI and the dimension-wise KL
+        old["alpha"] = old["gamma"] = old.get("gamma") or 1.0
+    for key in ("gamma", "mmd_weight"):
+        if not old.get(key) and key in defaults:
+            old[key] = defaults[key]
+    if old.get("kernel") == "auto" and "kernel" in defaults:
+        old["kernel"] = defaults["kernel"]
+    if not old.get("tolerance"):
+        old["tolerance"] = None
+    return {"objective": name, **{k: v for k, v in old.items() if k in defaults}}
 
 
 def load_config(
@@ -303,3 +414,43 @@ def load_config(
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from :meth:`RunConfig.to_dict` output (e.g. from a checkpoint)."""
     return _apply(RunConfig(), _flatten(data, "saved config"), source="saved config")
+
+
+# train fields that a resumed run may change: they do not change the steps it takes
+_RESUMABLE = {
+    "epochs",
+    "patience",
+    "device",
+    "eval_samples",
+    "eval_batch_size",
+    "log_every",
+    "on_nan",
+    "time_limit",
+    "tensorboard",
+    "compile",
+}
+# model fields used only after training (the VQ-VAE's code prior)
+_AFTER_TRAINING = {"prior_epochs"}
+
+
+def trajectory_changes(saved: RunConfig, wanted: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, wanted value)`` for every field whose change would make a resumed
+    run take other steps than the saved one would have (data, batch size, seed, learning
+    rate, model, objective, ...). More epochs are fine, unless a cyclical schedule spreads its
+    cycles over the run's epochs."""
+    a, b = saved.to_dict(), wanted.to_dict()
+    changes = []
+    for key in a["model"]:
+        if key not in _AFTER_TRAINING and a["model"][key] != b["model"].get(key):
+            changes.append((key, a["model"][key], b["model"].get(key)))
+    for key in dict.fromkeys([*a["objective"], *b["objective"]]):
+        if a["objective"].get(key) != b["objective"].get(key):
+            changes.append((key, a["objective"].get(key), b["objective"].get(key)))
+    for key in a["train"]:
+        if key in _RESUMABLE and not (
+            key == "epochs" and b["objective"].get("schedule") == "cyclical"
+        ):
+            continue
+        if a["train"][key] != b["train"].get(key):
+            changes.append((key, a["train"][key], b["train"].get(key)))
+    return changes

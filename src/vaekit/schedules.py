@@ -1,8 +1,9 @@
-"""beta schedules: stateless callables ``step -> float``, kept outside the model.
+"""Schedules: stateless callables ``step -> float`` for a weight that varies with training.
 
 ``step`` counts optimizer steps from 0; a schedule given in epochs needs the number of
-steps per epoch. Any of them can be used by the trainer or by a hand-written loop:
-``objective(model, x, beta=schedule(step))``.
+steps per epoch. An objective holds its schedules (``ELBO(beta=LinearWarmup(1.0, 5000))``)
+and evaluates them at the ``step`` of its call: ``objective(model, x, step=step)``; without
+a step (evaluation) it uses each schedule's ``final`` value.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class Constant:
     def __call__(self, step: int) -> float:
         return float(self.value)
 
+    @property
+    def final(self) -> float:
+        """The value the schedule ends at (used when no step is given)."""
+        return float(self.value)
+
 
 @dataclass(frozen=True)
 class LinearWarmup:
@@ -37,6 +43,11 @@ class LinearWarmup:
     def __post_init__(self):
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0; received {self.steps}")
+
+    @property
+    def final(self) -> float:
+        """The value the schedule ends at (used when no step is given)."""
+        return float(self.value)
 
     def __call__(self, step: int) -> float:
         if self.steps == 0:
@@ -67,6 +78,11 @@ class Cyclical:
         if self.value < 0:
             raise ValueError(f"value must be >= 0; received {self.value!r}")
 
+    @property
+    def final(self) -> float:
+        """The value the schedule ends at (used when no step is given)."""
+        return float(self.value)
+
     def __call__(self, step: int) -> float:
         if step < 0:
             raise ValueError(f"step must be >= 0; received {step!r}")
@@ -93,6 +109,11 @@ class Capacity:
             raise ValueError(f"c_max must be a finite number of nats >= 0; received {self.c_max!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be an integer >= 0; received {self.steps!r}")
+
+    @property
+    def final(self) -> float:
+        """C_max, nats (used when no step is given)."""
+        return float(self.c_max)
 
     def __call__(self, step: int) -> float:
         if step < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,12 +15,18 @@ from vaekit._checks import check_choice
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.models.networks import KINDS, build_networks
 from vaekit.models.vae import VAE
-from vaekit.objectives import ELBO, IWAE
+from vaekit.objectives import OBJECTIVES
+from vaekit.objectives._base import build_from_spec
 from vaekit.posteriors import DiagonalGaussian
 
 __all__ = [
     "LIKELIHOODS",
     "PRIORS",
+    "PRIOR_BUILDERS",
+    "MODEL_KINDS",
+    "ModelKind",
+    "model_kind",
+    "register_model",
     "OBJECTIVES",
     "build_likelihood",
     "build_model",
@@ -49,22 +56,6 @@ LIKELIHOODS: dict[str, Callable[[ModelConfig], L.Likelihood]] = {
     "categorical": lambda c: L.Categorical(),
 }
 PRIORS = ("standard", "learnable", "mog", "vamp", "flow")
-OBJECTIVES = (
-    "elbo",
-    "iwae",
-    "miwae",
-    "ciwae",
-    "piwae",
-    "beta_tcvae",
-    "factor_vae",
-    "dip_vae",
-    "capacity",
-    "geco",
-    "info_vae",
-    "wae",
-    "triplet",
-    "perceptual",
-)
 # priors whose KL to a diagonal Gaussian has a closed form in the kl_divergence registry
 _ANALYTIC = ("standard", "learnable")
 
@@ -75,11 +66,44 @@ def build_likelihood(cfg: ModelConfig) -> L.Likelihood:
     return LIKELIHOODS[cfg.likelihood](cfg)
 
 
+@dataclass(frozen=True)
+class ModelKind:
+    """A model kind as the config names it (``--model NAME``) and what the run does with it.
+
+    ``build(cfg, image_shape, event_shape, init_data, num_classes)`` makes the model;
+    ``convolutional``: the encoder takes images (else flat vectors, unless ``network conv``);
+    ``closed_form_kl``: KL(q || p) has a closed form for a diagonal posterior and an analytic
+    prior; ``quantized``: a VQ model (evaluation by its codes, a code prior after training).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    summary: str
+    convolutional: bool = False
+    closed_form_kl: bool = True
+    quantized: bool = False
+
+
+MODEL_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    """Add a model kind to :data:`MODEL_KINDS` (its name is what ``--model`` takes)."""
+    MODEL_KINDS[kind.name] = kind
+    return kind
+
+
+def model_kind(cfg: ModelConfig) -> ModelKind:
+    """The registry entry of ``cfg.model``."""
+    check_choice("model", cfg.model, MODEL_KINDS)
+    return MODEL_KINDS[cfg.model]
+
+
 def input_shape(
     cfg: ModelConfig, image_shape: Sequence[int], event_shape: Sequence[int]
 ) -> tuple[int, ...]:
     """Shape of one example as the encoder sees it: the image for conv nets, else flat."""
-    conv = cfg.network == "conv" or cfg.model == "vqvae"
+    conv = cfg.network == "conv" or model_kind(cfg).convolutional
     return tuple(image_shape if conv else event_shape)
 
 
@@ -102,21 +126,54 @@ def build_model(
     ``init_data`` (``[N, *input_shape]``) seeds VampPrior pseudo-inputs when
     ``cfg.pseudo_init == "data"``; ``num_classes`` sizes a CVAE's label input.
     """
-    if cfg.model == "vqvae":
-        return _build_vqvae(cfg, image_shape)
+    return model_kind(cfg).build(cfg, image_shape, event_shape, init_data, num_classes)
+
+
+def _prior_vamp(cfg: ModelConfig, encoder, posterior, shape, init_data) -> nn.Module:
+    check_choice("pseudo_init", cfg.pseudo_init, ("random", "data"))
+    init: str | torch.Tensor = "random"
+    if cfg.pseudo_init == "data":
+        if init_data is None:
+            raise ValueError("pseudo_init='data' needs training data (init_data)")
+        init = init_data.reshape(init_data.shape[0], *shape)
+    return P.VampPrior(encoder, posterior, shape, components=cfg.components or 500, init=init)
+
+
+def _prior_flow(cfg: ModelConfig, *_) -> nn.Module:
+    from vaekit.flows import FlowPrior
+
+    return FlowPrior(cfg.latent_dim, layers=cfg.flow_layers)
+
+
+# p(z) by name: (cfg, encoder, posterior, input shape, init data) -> prior module
+PRIOR_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "standard": lambda cfg, *_: P.StandardNormal(cfg.latent_dim),
+    "learnable": lambda cfg, *_: P.LearnableGaussian(cfg.latent_dim),
+    "mog": lambda cfg, *_: P.MixtureOfGaussians(
+        cfg.latent_dim, cfg.components or 10, weights=cfg.mog_weights
+    ),
+    "vamp": _prior_vamp,
+    "flow": _prior_flow,
+}
+PRIORS = tuple(PRIOR_BUILDERS)
+
+
+def _posterior(cfg: ModelConfig) -> nn.Module:
+    if cfg.posterior == "iaf":
+        from vaekit.flows import IAFPosterior
+
+        return IAFPosterior(cfg.latent_dim, steps=cfg.iaf_steps)
+    return DiagonalGaussian()
+
+
+def _build_vae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
     check_choice("network", cfg.network, KINDS)
     check_choice("prior", cfg.prior, PRIORS)
-    if cfg.model == "hvae":
-        return _build_hvae(cfg, image_shape, event_shape, init_data)
-    if cfg.model == "cvae":
-        return _build_cvae(cfg, image_shape, event_shape, num_classes)
     if cfg.latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1; received {cfg.latent_dim}")
     if cfg.components < 0:
         raise ValueError(f"components must be >= 0 (0 = default); received {cfg.components}")
-    event_shape = (
-        tuple(event_shape) if event_shape is not None else (int(torch.tensor(image_shape).prod()),)
-    )
+    event_shape = _flat_shape(image_shape, event_shape)
     shape = input_shape(cfg, image_shape, event_shape)
     likelihood = build_likelihood(cfg)
     encoder, decoder = build_networks(
@@ -127,30 +184,8 @@ def build_model(
         decoder_out_shape=likelihood.param_shape(shape),
         activation=None if cfg.network == "gated" else cfg.activation,
     )
-    posterior: nn.Module = DiagonalGaussian()
-    if cfg.posterior == "iaf":
-        from vaekit.flows import IAFPosterior
-
-        posterior = IAFPosterior(cfg.latent_dim, steps=cfg.iaf_steps)
-    prior: nn.Module
-    if cfg.prior == "flow":
-        from vaekit.flows import FlowPrior
-
-        prior = FlowPrior(cfg.latent_dim, layers=cfg.flow_layers)
-    elif cfg.prior == "standard":
-        prior = P.StandardNormal(cfg.latent_dim)
-    elif cfg.prior == "learnable":
-        prior = P.LearnableGaussian(cfg.latent_dim)
-    elif cfg.prior == "mog":
-        prior = P.MixtureOfGaussians(cfg.latent_dim, cfg.components or 10, weights=cfg.mog_weights)
-    else:
-        check_choice("pseudo_init", cfg.pseudo_init, ("random", "data"))
-        init = "random"
-        if cfg.pseudo_init == "data":
-            if init_data is None:
-                raise ValueError("pseudo_init='data' needs training data (init_data)")
-            init = init_data.reshape(init_data.shape[0], *shape)
-        prior = P.VampPrior(encoder, posterior, shape, components=cfg.components or 500, init=init)
+    posterior = _posterior(cfg)
+    prior = PRIOR_BUILDERS[cfg.prior](cfg, encoder, posterior, shape, init_data)
     return VAE(encoder, decoder, posterior=posterior, prior=prior, likelihood=likelihood)
 
 
@@ -168,9 +203,11 @@ def _dense_only(cfg: ModelConfig) -> None:
         )
 
 
-def _build_hvae(cfg: ModelConfig, image_shape, event_shape, init_data) -> nn.Module:
+def _build_hvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
     from vaekit.models.hvae import build_hvae
 
+    check_choice("network", cfg.network, KINDS)
+    check_choice("prior", cfg.prior, PRIORS)
     _dense_only(cfg)
     if cfg.prior not in ("standard", "vamp"):
         raise ValueError(
@@ -194,9 +231,11 @@ def _build_hvae(cfg: ModelConfig, image_shape, event_shape, init_data) -> nn.Mod
     )
 
 
-def _build_cvae(cfg: ModelConfig, image_shape, event_shape, num_classes) -> nn.Module:
+def _build_cvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
     from vaekit.models.cvae import build_cvae
 
+    check_choice("network", cfg.network, KINDS)
+    check_choice("prior", cfg.prior, PRIORS)
     _dense_only(cfg)
     if cfg.prior != "standard":
         raise ValueError(
@@ -217,7 +256,7 @@ def _build_cvae(cfg: ModelConfig, image_shape, event_shape, num_classes) -> nn.M
     )
 
 
-def _build_vqvae(cfg: ModelConfig, image_shape) -> nn.Module:
+def _build_vqvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
     from vaekit.models.vqvae import build_vqvae
 
     if len(tuple(image_shape)) != 3:
@@ -236,6 +275,25 @@ def _build_vqvae(cfg: ModelConfig, image_shape) -> nn.Module:
     )
 
 
+register_model(ModelKind("vae", _build_vae, "encoder, one stochastic layer z, decoder"))
+register_model(
+    ModelKind(
+        "hvae", _build_hvae, "two stochastic layers (Tomczak & Welling 2018)", closed_form_kl=False
+    )
+)
+register_model(ModelKind("cvae", _build_cvae, "conditioned on the label y: q(z|x, y), p(x|y, z)"))
+register_model(
+    ModelKind(
+        "vqvae",
+        _build_vqvae,
+        "convolutional VQ-VAE: discrete codes, an autoregressive code prior",
+        convolutional=True,
+        closed_form_kl=False,
+        quantized=True,
+    )
+)
+
+
 def build_objective(
     cfg: ObjectiveConfig,
     prior: str = "standard",
@@ -244,84 +302,26 @@ def build_objective(
     latent_dim: int | None = None,
     model: ModelConfig | None = None,
     features: nn.Module | None = None,
-):
-    """The objective named by ``cfg.objective``; ``kl="auto"`` is analytic where a closed form exists.
+    steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+) -> O.Objective:
+    """The objective ``cfg.objective`` names, built from its registry entry (a lookup).
 
-    ``dataset_size`` (beta_tcvae's estimators of q(z)) and ``latent_dim`` (factor_vae's
-    discriminator) and ``features`` (perceptual's frozen feature network) are needed by
-    those objectives only. ``model``: the model's config, so
-    ``kl="auto"`` is Monte Carlo where q or p has no closed form (IAF posterior, HVAE).
+    The run supplies what the config cannot: ``dataset_size`` (beta_tcvae's estimators of
+    q(z)), ``latent_dim`` (factor_vae's discriminator), ``features`` (perceptual's frozen
+    feature network), ``steps_per_epoch`` and ``epochs`` (a beta schedule given in epochs).
+    ``kl="auto"`` is analytic where q and p have a closed form (a diagonal posterior and a
+    ``standard`` / ``learnable`` prior of a plain or conditional VAE), else Monte Carlo.
     """
-    check_choice("objective", cfg.objective, OBJECTIVES)
-    check_choice("kl", cfg.kl, ("auto", "analytic", "mc"))
-    if model is not None and model.model == "vqvae":
-        if cfg.objective != "elbo":
-            raise ValueError(
-                "model 'vqvae' trains with the VQ-VAE objective (reconstruction + codebook + "
-                f"commitment): objective 'elbo' (the default); received {cfg.objective!r}"
-            )
-        from vaekit.models.vqvae import VQObjective
-
-        return VQObjective()
     analytic = prior in _ANALYTIC
     if model is not None:
-        analytic = analytic and model.posterior == "diagonal" and model.model in ("vae", "cvae")
-    kl = cfg.kl if cfg.kl != "auto" else ("analytic" if analytic else "mc")
-    name = cfg.objective
-
-    def needed(what: str, value):
-        if value is None:
-            raise ValueError(f"objective {name!r} needs {what}; received None")
-        return value
-
-    def kernel(default: str) -> str:
-        return default if cfg.kernel == "auto" else cfg.kernel
-
-    if name == "iwae":
-        return IWAE(k=cfg.k, estimator=cfg.estimator)
-    if name == "miwae":
-        return O.MIWAE(m=cfg.m, k=cfg.k)
-    if name == "ciwae":
-        return O.CIWAE(beta=cfg.beta, k=cfg.k)
-    if name == "piwae":
-        return O.PIWAE(m=cfg.m, k=cfg.k)
-    if name == "beta_tcvae":
-        gamma = cfg.gamma or 1.0
-        return O.BetaTCVAE(
-            needed("dataset_size", dataset_size),
-            beta=cfg.beta,
-            alpha=gamma,
-            gamma=gamma,
-            estimator=cfg.tc_estimator,
-        )
-    if name == "factor_vae":
-        return O.FactorVAE(needed("latent_dim", latent_dim), gamma=cfg.gamma or 35.0, kl=kl)
-    if name == "dip_vae":
-        return O.DIPVAE(kind=cfg.dip, lambda_od=cfg.lambda_od, kl=kl)
-    if name == "capacity":
-        return O.CapacityELBO(
-            gamma=cfg.gamma or 1000.0, c_max=cfg.capacity, steps=cfg.capacity_steps, kl=kl
-        )
-    if name == "geco":
-        if not cfg.tolerance > 0:
-            raise ValueError(
-                "objective 'geco' needs --tolerance: the reconstruction target, nats per "
-                f"example (e.g. 80 for binarised MNIST); received {cfg.tolerance!r}"
-            )
-        return O.GECO(cfg.tolerance, kl=kl)
-    if name == "info_vae":
-        return O.InfoVAE(
-            alpha=cfg.alpha, lambda_=cfg.mmd_weight or 1000.0, kernel=kernel("rbf"), kl=kl
-        )
-    if name == "wae":
-        return O.WAE(lambda_=cfg.mmd_weight or 10.0, kernel=kernel("imq"), kl=kl)
-    if name == "triplet":
-        return O.TripletELBO(weight=cfg.gamma or 1.0, margin=cfg.margin, beta=cfg.beta, kl=kl)
-    if name == "perceptual":
-        return O.PerceptualELBO(
-            needed("a frozen feature network (features)", features),
-            weight=cfg.gamma or 1.0,
-            beta=cfg.beta,
-            kl=kl,
-        )
-    return ELBO(beta=cfg.beta, kl=kl, samples=cfg.samples, free_bits=cfg.free_bits)
+        analytic = analytic and model.posterior == "diagonal" and model_kind(model).closed_form_kl
+    context = {
+        "dataset_size": dataset_size,
+        "latent_dim": latent_dim,
+        "features": features,
+        "analytic_kl": analytic,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs,
+    }
+    return build_from_spec(cfg.spec, cfg.values, context)

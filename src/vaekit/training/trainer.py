@@ -10,36 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
-import json
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 from vaekit._checks import validation
 from vaekit._progress import progress
-from vaekit.config import RunConfig
+from vaekit.config import RunConfig, config_from_dict, trajectory_changes
 from vaekit.models.build import prepare_input
-from vaekit.objectives import ELBO
-from vaekit.schedules import Constant, Cyclical, LinearWarmup
+from vaekit.objectives import ELBO, Objective
 from vaekit.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    save_checkpoint,
     state_dict_mismatch,
 )
+from vaekit.training.folder import RunFolder
 
 __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "resolve_device"]
 
@@ -125,42 +120,48 @@ class Trainer:
     """Trains ``model`` on ``splits.train`` with ``objective``; writes into ``run_dir``.
 
     Nothing happens at construction: :meth:`fit` creates the folder, seeds the
-    generators and runs. Files written (rank 0): ``config.yaml``, ``checkpoint.pt`` (every epoch and on
-    SIGINT/SIGTERM), ``best.pt`` (best validation ELBO), ``metrics.jsonl`` and
-    ``tb/`` (TensorBoard, when installed).
+    generators and runs. Files written (rank 0, :class:`~vaekit.training.folder.RunFolder`):
+    ``config.yaml``, ``checkpoint.pt`` (every epoch and on SIGINT/SIGTERM), ``best.pt`` (best
+    validation ELBO), ``metrics.jsonl`` and ``tb/`` (TensorBoard, when installed).
 
     Args:
-        model: a :class:`~vaekit.VAE`.
-        objective: ``objective(model, x) -> LossOutput``; it is also passed ``beta=``,
-            ``step=`` and the batch's labels ``y=`` when its call takes them. An objective
-            that is an ``nn.Module`` (a GECO multiplier, a FactorVAE discriminator) is moved
-            to the model's device, switched between train/eval with the model, and its
-            ``state_dict`` is checkpointed and restored on resume.
+        model: a :class:`~vaekit.VAE` (or another model an objective takes).
+        objective: an :class:`~vaekit.objectives.Objective`, called every step as
+            ``objective(model, x, y=labels, step=global_step)``; it holds its own schedules
+            (beta warm-up, capacity, ...) and state (GECO's multiplier, FactorVAE's
+            discriminator), which is moved to the model's device, switched between train and
+            eval with the model, checkpointed and restored on resume.
         splits: :class:`vaekit.data.DataSplits`; ``valid`` drives early stopping.
         config: the resolved :class:`~vaekit.config.RunConfig` (saved in checkpoints).
         run_dir: output folder, or None to keep nothing on disk.
         input_shape: shape of one example as the encoder takes it (reshaped from flat).
-        beta: schedule ``step -> beta`` for an objective that takes ``beta``; default from
-            ``config.objective.schedule``: a linear warm-up over ``warmup_epochs`` epochs to
-            ``beta``, a constant, or ``cycles`` cyclical annealing cycles over the run.
         optimizer: default ``Adam(lr=train.lr)``.
+
+    Non-finite losses: with ``on_nan="stop"`` the check stays on the device (no host sync per
+    step); the first bad step is read at the next logging point or epoch end, and the run
+    stops naming it, before any checkpoint is written. With ``on_nan="skip"`` each step
+    syncs once; a skipped batch leaves every parameter, buffer (of the model and of the
+    objective) and optimizer state as it was before the batch.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        objective: Callable,
+        objective: Objective,
         splits,
         config: RunConfig,
         run_dir: str | os.PathLike | None = None,
         *,
         input_shape: tuple[int, ...] | None = None,
-        beta: Callable[[int], float] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         progress: bool = True,
     ):
+        if not isinstance(objective, nn.Module):
+            raise ValueError(
+                "objective must be a vaekit.objectives.Objective (an nn.Module called as "
+                f"objective(model, x, *, y=None, step=None)); received {type(objective).__name__}"
+            )
         self.model, self.objective, self.splits, self.config = model, objective, splits, config
-        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.input_shape = (
             tuple(input_shape) if input_shape is not None else tuple(splits.event_shape)
         )
@@ -172,6 +173,8 @@ class Trainer:
             model.parameters(), lr=self.tc.lr, fused=fused
         )
         self.rank, self.world = _world()
+        self.folder = RunFolder(run_dir, self.rank)
+        self.run_dir = self.folder.path
         train = splits.train
         n = (
             len(train)
@@ -185,38 +188,22 @@ class Trainer:
                 f"batch_size ({self.tc.batch_size}) is larger than the training set ({n} examples); "
                 f"use --batch-size {n} or less"
             )
-        if self.tc.batch_size % self.world:
+        if self.tc.batch_size < self.world:
             raise ValueError(
-                f"batch_size ({self.tc.batch_size}) must be divisible by the number of processes ({self.world})"
+                f"batch_size ({self.tc.batch_size}) must be at least the number of processes "
+                f"({self.world})"
             )
         self.steps_per_epoch = math.ceil(n / self.tc.batch_size)
-        takes = _call_parameters(objective)
-        self._takes_beta, self._takes_step = "beta" in takes, "step" in takes
-        self._takes_y = "y" in takes  # objectives that use the labels (triplet)
-        self.beta = beta or _schedule(config, self.steps_per_epoch)
-        if not self._takes_beta:
-            self.beta = Constant(1.0)
-        if isinstance(objective, nn.Module):
-            objective.to(self._device)
+        objective.to(self._device)
         self.state = _EpochState()
         self._stop_signal: int | None = None
-        self._tb = None
+        self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, on device
 
     # -- files ---------------------------------------------------------------------------
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.run_dir / "checkpoint.pt" if self.run_dir else None
-
-    def _log(self, row: dict[str, Any]) -> None:
-        if self.rank or self.run_dir is None:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            for k, v in row.items():
-                if isinstance(v, int | float) and k not in ("epoch", "step"):
-                    self._tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
+        return self.folder.file("checkpoint.pt")
 
     def _state_dict(self, generator: torch.Generator, epoch_start_gen: torch.Tensor, sums) -> dict:
         s = self.state
@@ -224,6 +211,7 @@ class Trainer:
         return {
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "objective": self.objective.state_dict(),
             "config": self.config.to_dict(),
             "progress": dict(vars(s)),
             "rng": {
@@ -233,17 +221,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             "epoch_sums": {k: v.detach().cpu() for k, v in sums.items()},
-            **(
-                {"objective": self.objective.state_dict()}
-                if isinstance(self.objective, nn.Module)
-                else {}
-            ),
         }
-
-    def _save(self, name: str, state: dict) -> Path | None:
-        if self.rank or self.run_dir is None:
-            return None
-        return save_checkpoint(state, self.run_dir / name)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -252,7 +230,7 @@ class Trainer:
         tc = self.tc
         # a checkpoint that does not fit fails here, before the run folder is touched
         ckpt = self._load_resume() if resume else None
-        self._prepare_run_dir(resume)
+        self.folder.prepare(self.config.to_dict(), resume)
         torch.manual_seed(tc.seed)
         generator = torch.Generator().manual_seed(tc.seed + 1)
         epoch_start_gen = generator.get_state()
@@ -264,9 +242,9 @@ class Trainer:
             if ckpt["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
             sums = {k: v.to(self._device) for k, v in ckpt["epoch_sums"].items()}
-            self._truncate_log(self.state.step)
-        if self.run_dir is not None and self.rank == 0 and tc.tensorboard:
-            self._tb = _summary_writer(self.run_dir / "tb")
+            self.folder.truncate_log(self.state.step)
+        if tc.tensorboard:
+            self.folder.open_tensorboard()
         old_handlers = self._install_signal_handlers()
         try:
             # value checks were done once on the data; in the loop they would cost a sync per call
@@ -274,8 +252,7 @@ class Trainer:
                 self._loop(generator, epoch_start_gen, sums)
         finally:
             self._restore_signal_handlers(old_handlers)
-            if self._tb is not None:
-                self._tb.close()
+            self.folder.close()
         s = self.state
         return {
             "epochs": s.epoch,
@@ -291,6 +268,15 @@ class Trainer:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
+    def _shard(self, x: torch.Tensor, y: torch.Tensor | None):
+        """This rank's part of a global batch: near-equal parts (``tensor_split``), so the last
+        partial batch gives no rank an empty shard unless it is smaller than the world."""
+        if self.world == 1:
+            return x, y
+        x = torch.tensor_split(x, self.world)[self.rank]
+        y = None if y is None else torch.tensor_split(y, self.world)[self.rank]
+        return x, y
+
     def _loop(self, generator: torch.Generator, epoch_start_gen: torch.Tensor, sums) -> None:
         tc, s = self.tc, self.state
         train = self.splits.train
@@ -302,7 +288,6 @@ class Trainer:
         device = self._device
         train = train.to(device)
         model = _unwrap(self.model)
-        local = tc.batch_size // self.world
         started = time.perf_counter()
         while s.epoch < tc.epochs and not s.stopped_early:
             if tc.time_limit and time.perf_counter() - started > 60 * tc.time_limit:
@@ -317,8 +302,7 @@ class Trainer:
                 # the same order and binarisations; the skipped batches cost no model work
                 generator.set_state(epoch_start_gen)
             self.model.train()
-            if isinstance(self.objective, nn.Module):
-                self.objective.train()
+            self.objective.train()
             bar = progress(
                 total=self.steps_per_epoch,
                 initial=s.batch_in_epoch,
@@ -331,23 +315,24 @@ class Trainer:
             ):
                 if i < s.batch_in_epoch:
                     continue
-                if self.world > 1:
-                    x = x[self.rank * local : (self.rank + 1) * local]
-                    y = None if y is None else y[self.rank * local : (self.rank + 1) * local]
-                x = prepare_input(model, x, self.input_shape)
-                with _conditioned(model, y):
-                    self._step(x, y, sums)
+                if x.shape[0] >= self.world:  # a last batch smaller than the world is dropped
+                    x, y = self._shard(x, y)
+                    x = prepare_input(model, x, self.input_shape)
+                    with _conditioned(model, y):
+                        self._step(x, y, sums)
                 s.batch_in_epoch = i + 1
                 bar.update(1)
                 if s.step % tc.log_every == 0:
+                    self._check_finite()
                     row = _means(sums)
                     bar.set_postfix(
                         {k: f"{v:.2f}" for k, v in row.items() if k in ("loss", "rec", "kl")}
                     )
-                    self._log({"split": "step", "epoch": s.epoch, "step": s.step, **row})
+                    self.folder.log({"split": "step", "epoch": s.epoch, "step": s.step, **row})
                 if self._stop_signal is not None:
                     bar.close()
-                    path = self._save(
+                    self._check_finite()
+                    path = self.folder.save(
                         "checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums)
                     )
                     raise TrainingInterrupted(s.step, path)
@@ -355,10 +340,14 @@ class Trainer:
                     # budget spent mid-epoch: a resumable checkpoint of this very step
                     # (best.pt keeps the last validated epoch)
                     bar.close()
-                    self._save("checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums))
+                    self._check_finite()
+                    self.folder.save(
+                        "checkpoint.pt", self._state_dict(generator, epoch_start_gen, sums)
+                    )
                     s.stopped_early = True
                     return
             bar.close()
+            self._check_finite()
             train_row = _means(sums)
             s.epoch += 1
             s.batch_in_epoch = 0
@@ -370,17 +359,18 @@ class Trainer:
                 s.bad_epochs += 1
                 s.stopped_early = bool(tc.patience) and s.bad_epochs >= tc.patience
             elapsed = time.perf_counter() - t0
-            self._log(
+            self.folder.log(
                 {
                     "split": "train",
                     "epoch": s.epoch,
                     "step": s.step,
                     **train_row,
-                    "beta": self.beta(s.step),
                     "seconds": elapsed,
                 }
             )
-            self._log({"split": "valid", "epoch": s.epoch, "step": s.step, "elbo": valid_elbo})
+            self.folder.log(
+                {"split": "valid", "epoch": s.epoch, "step": s.step, "elbo": valid_elbo}
+            )
             if self.rank == 0 and self.progress:
                 tqdm.write(
                     f"epoch {s.epoch:4d}  loss {train_row.get('loss', float('nan')):8.3f}  "
@@ -388,40 +378,36 @@ class Trainer:
                 )
             state = self._state_dict(generator, epoch_start_gen, {})
             if improved:
-                self._save("best.pt", state)
-            self._save("checkpoint.pt", state)
+                self.folder.save("best.pt", state)
+            self.folder.save("checkpoint.pt", state)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor | None, sums) -> None:
         s, tc = self.state, self.tc
-        kwargs: dict[str, Any] = {}
-        if self._takes_beta:
-            kwargs["beta"] = self.beta(s.step)
-        if self._takes_step:
-            kwargs["step"] = s.step
-        if self._takes_y:
-            kwargs["y"] = y
+        skip = tc.on_nan == "skip"
+        snapshot = self._snapshot() if skip else None
         with torch.autocast(
             self._device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
         ):
-            out = self.objective(self.model, x, **kwargs)
+            out = self.objective(self.model, x, y=y, step=s.step)
         loss = out.loss
-        if not bool(torch.isfinite(loss)):
-            if tc.on_nan == "skip":
+        bad = ~torch.isfinite(loss.detach()).all()
+        if skip:
+            bad = bad.to(torch.int32)
+            if self.world > 1:  # every rank skips the same steps
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bool(bad):  # one host sync per step, in skip mode only
                 s.skipped_nan += 1
+                self._restore(snapshot)
                 self.optimizer.zero_grad(set_to_none=True)
                 return
-            last = (
-                self.checkpoint_path
-                if self.checkpoint_path and self.checkpoint_path.exists()
-                else None
-            )
-            raise TrainingError(
-                f"non-finite loss ({loss.item()}) at step {s.step} (epoch {s.epoch + 1}); "
-                f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
-                "enable --grad-clip, or pass --on-nan skip to skip such batches"
-            )
+        else:
+            # remember the first bad step on the device; read at the next sync point
+            step = torch.tensor(s.step, device=bad.device)
+            if self._first_bad is None:
+                self._first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
+            self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if loss.dim() == 0 else loss.mean()).backward()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
@@ -431,6 +417,41 @@ class Trainer:
             sums[k] = sums.get(k, torch.zeros((), device=v.device)) + v.detach()
         sums["_n"] = sums.get("_n", torch.zeros((), device=loss.device)) + 1
 
+    def _snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Copies of every tensor a training call may change in place (skip mode)."""
+        model = _unwrap(self.model)
+        return {
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "objective": _clone(self.objective.state_dict()),
+        }
+
+    def _restore(self, snapshot) -> None:
+        model = _unwrap(self.model)
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(snapshot["model"][k])
+        self.objective.load_state_dict(snapshot["objective"])
+
+    def _check_finite(self) -> None:
+        """Raise TrainingError naming the first step whose loss was not finite (one sync)."""
+        if self._first_bad is None:
+            return
+        first = self._first_bad
+        if self.world > 1:
+            first = first.clone()
+            dist.all_reduce(first, op=dist.ReduceOp.MAX)
+        step = int(first)
+        if step < 0:
+            return
+        last = (
+            self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+        )
+        raise TrainingError(
+            f"non-finite loss at step {step} (epoch {self.state.epoch + 1}); "
+            f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
+            "enable --grad-clip, or pass --on-nan skip to skip such batches"
+        )
+
     @torch.no_grad()
     def _validate(self) -> float:
         """Mean ELBO (nats) on the fixed validation draw; -inf-safe when there is no split."""
@@ -439,9 +460,7 @@ class Trainer:
             return -math.inf
         model = _unwrap(self.model)
         model.eval()
-        stateful = isinstance(self.objective, nn.Module)
-        if stateful:
-            self.objective.eval()
+        self.objective.eval()
         view = valid.eval_view()
         x_all, y_all = view.x, view.y
         total = torch.zeros((), device=self._device)
@@ -451,17 +470,15 @@ class Trainer:
             objective = ELBO(kl=kl if kl in ("analytic", "mc") else "mc")
         else:  # models without q(z|x) and p(z) (VQ-VAE): the objective's own bound
             objective = self.objective
-        takes_beta = "beta" in _call_parameters(objective)
         for i in range(0, x_all.shape[0], self.tc.eval_batch_size):
             x = x_all[i : i + self.tc.eval_batch_size].to(self._device)
             x = prepare_input(model, x, self.input_shape)
             y = None if y_all is None else y_all[i : i + self.tc.eval_batch_size]
             with _conditioned(model, y):
-                out = objective(model, x, beta=1.0) if takes_beta else objective(model, x)
+                out = objective(model, x, y=None if y is None else y.to(self._device))
             total += out.per_example["bound"].sum()
         model.train()
-        if stateful:
-            self.objective.train()
+        self.objective.train()
         return total.item() / x_all.shape[0]  # one host sync per validation
 
     def _load_resume(self) -> dict:
@@ -483,39 +500,26 @@ class Trainer:
                 f"checkpoint {path} does not fit this model (a different architecture or data "
                 f"shape?): {state_dict_mismatch(e)}"
             ) from None
+        changes = trajectory_changes(_saved_config(ckpt["config"], path), self.config)
+        if changes:
+            key, old, new = changes[0]
+            more = f" (and {', '.join(c[0] for c in changes[1:])})" if len(changes) > 1 else ""
+            raise ValueError(
+                f"--resume with a changed {key}: {old!r} in the checkpoint, {new!r} requested"
+                f"{more}; resuming would mix two trainings in one run folder. Resume with the "
+                "saved values (only epochs, patience, time_limit, device and logging may "
+                "change) or start a new run folder"
+            )
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if isinstance(self.objective, nn.Module) and "objective" in ckpt:
-            self.objective.load_state_dict(ckpt["objective"])
+        if "objective" in ckpt:
+            try:
+                self.objective.load_state_dict(ckpt["objective"])
+            except RuntimeError as e:
+                raise ValueError(
+                    f"checkpoint {path} holds another objective's state: {state_dict_mismatch(e)}"
+                ) from None
         self.state = _EpochState(**ckpt["progress"])
         return ckpt
-
-    def _prepare_run_dir(self, resume: bool) -> None:
-        """Create the folder, write ``config.yaml`` (by rename), start a fresh log unless resuming."""
-        if self.rank or self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        # a kill mid-write must not leave an empty config.yaml, which --resume would read as
-        # "all defaults"
-        tmp = self.run_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        os.replace(tmp, self.run_dir / "config.yaml")
-        if not resume:
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log rows written after the checkpoint (and a row cut by a crash) on resume."""
-        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
-        if self.rank or path is None or not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= step:
-                kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
 
     # -- signals -------------------------------------------------------------------------
 
@@ -534,6 +538,26 @@ class Trainer:
                 signal.signal(sig, h)
 
 
+def _saved_config(data, path) -> RunConfig:
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise CheckpointError(
+            f"checkpoint {path} holds a config this vaekit cannot read: {e}"
+        ) from None
+
+
+def _clone(state):
+    """A deep copy of a state_dict's tensors (nested dicts/lists of extra state included)."""
+    if torch.is_tensor(state):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return type(state)((k, _clone(v)) for k, v in state.items())
+    if isinstance(state, list | tuple):
+        return type(state)(_clone(v) for v in state)
+    return state
+
+
 def _conditioned(model: nn.Module, y: torch.Tensor | None):
     """``model.given(y)`` for a conditional model (CVAE), else nothing."""
     given = getattr(model, "given", None)
@@ -544,26 +568,6 @@ def _conditioned(model: nn.Module, y: torch.Tensor | None):
             f"{type(model).__name__} is conditioned on labels: the training data need labels"
         )
     return given(y)
-
-
-def _call_parameters(objective: Callable) -> set[str]:
-    """Keyword names the objective's call accepts (``forward``'s for an ``nn.Module``)."""
-    fn = objective.forward if isinstance(objective, nn.Module) else objective
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """The beta schedule ``step -> beta`` that ``config.objective`` names."""
-    oc = config.objective
-    if oc.schedule == "constant":
-        return Constant(oc.beta)
-    if oc.schedule == "cyclical":
-        total = config.train.epochs * steps_per_epoch
-        return Cyclical(oc.beta, period=max(1, total // oc.cycles), ratio=oc.cycle_ratio)
-    return LinearWarmup(oc.beta, round(oc.warmup_epochs * steps_per_epoch))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -577,14 +581,6 @@ def _means(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     if n is None or float(n) == 0:
         return {}
     return {k: (v / n).item() for k, v in sums.items() if k != "_n"}
-
-
-def _summary_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: pip install "vaekit[tensorboard]"
-        return None
-    return SummaryWriter(str(path))
 
 
 def wrap_distributed(model: nn.Module) -> nn.Module:
