@@ -16,8 +16,16 @@ import torch
 from vaekit._checks import check_finite, validation, validation_enabled
 from vaekit._progress import progress as progress_bar
 from vaekit.objectives import analytic_kl, log_weights
+from vaekit.quantizers import code_statistics
 
-__all__ = ["log_likelihood", "evaluate", "posterior_means", "active_units"]
+__all__ = [
+    "log_likelihood",
+    "evaluate",
+    "posterior_means",
+    "active_units",
+    "evaluate_vq",
+    "disentanglement_scores",
+]
 
 # Elements of the largest intermediate tensor a chunk may create (x 4 bytes in float32):
 # large enough to keep matmuls efficient, small enough for a laptop.
@@ -234,3 +242,90 @@ def evaluate(
     if kl_dims:
         result["kl_per_dim"] = torch.cat(kl_dims).mean(0).tolist()
     return result
+
+
+def _to_unit(model, x: torch.Tensor) -> torch.Tensor:
+    """``x`` mapped from the likelihood's ``data_range`` ``(lo, hi)`` to [0, 1] (clamped)."""
+    lo, hi = model.likelihood.data_range
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+@torch.inference_mode()
+def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict:
+    """A VQ-VAE's evaluation numbers (floats; nats per example unless stated).
+
+    With a code prior attached: ``nll = -log p_prior(k(x)) - log p(x | z_q)``, the negative
+    ELBO of the deterministic one-hot posterior (an upper bound on -log p(x)); without one
+    the prior is uniform over K codes per position and ``kl = positions * log K``. Also
+    ``rec`` = -log p(x|z_q), ``bits_per_dim`` = nll / (D ln 2), ``mse`` (per pixel, images
+    in [0, 1]), ``perplexity`` (exp of the entropy of the code histogram), ``codes_used``
+    (also reported as ``active_units``), ``code_counts``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rec, kl, sq, codes = [], [], [], []
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(device)
+            out = model(xb)
+            rec.append(-out.likelihood.log_prob(xb).cpu())
+            idx = out.quantized.indices
+            codes.append(idx.reshape(-1).cpu())
+            if model.prior is not None:
+                kl.append(-model.prior.log_prob(idx).cpu())
+            else:
+                positions = idx[0].numel()
+                kl.append(torch.full((xb.shape[0],), positions * math.log(model.num_codes)))
+            err = _to_unit(model, out.likelihood.mean) - _to_unit(model, xb)
+            sq.append(err.square().reshape(xb.shape[0], -1).mean(1).cpu())
+    finally:
+        model.train(was_training)
+    rec_t, kl_t = torch.cat(rec), torch.cat(kl)
+    nll = (rec_t + kl_t).mean().item()
+    codes_t = torch.cat(codes)
+    perplexity, _ = code_statistics(codes_t, model.num_codes)
+    counts = torch.bincount(codes_t, minlength=model.num_codes)
+    used = int((counts > 0).sum())
+    return {
+        "nll": nll,
+        "elbo": -nll,
+        "rec": rec_t.mean().item(),
+        "kl": kl_t.mean().item(),
+        "bits_per_dim": nll / (x[0].numel() * math.log(2.0)),
+        "active_units": used,
+        "codes_used": used,
+        "num_codes": model.num_codes,
+        "perplexity": perplexity.item(),
+        "mse": torch.cat(sq).mean().item(),
+        "code_prior": model.prior is not None,
+        "examples": int(x.shape[0]),
+        "code_counts": counts.tolist(),
+    }
+
+
+def disentanglement_scores(model, cfg, shape, n: int = 10000) -> dict[str, float]:
+    """MIG, DCI, SAP, FactorVAE and beta-VAE scores of ``E_q[z|x]`` on rendered dSprites, in [0, 1].
+
+    ``cfg`` is the run's :class:`~vaekit.config.RunConfig` (its data set must be dSprites;
+    ``cfg.train.seed`` seeds the factor draws), ``shape`` the model's input shape and ``n``
+    the number of factor draws (see :func:`vaekit.metrics.evaluate_disentanglement`).
+    """
+    from vaekit.data import DSprites
+    from vaekit.metrics import evaluate_disentanglement, image_representation
+    from vaekit.models.build import prepare_input
+
+    if cfg.train.dataset != "dsprites":
+        raise ValueError(
+            "the disentanglement metrics need the data set's ground-truth factors: "
+            f"dataset 'dsprites'; this run used {cfg.train.dataset!r}"
+        )
+    device = next(model.parameters()).device
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        x = prepare_input(model, images.reshape(images.shape[0], -1), shape)
+        return model.encode(x).mean.cpu()
+
+    dataset = DSprites()
+    represent = image_representation(encode, dataset, device=device)
+    return evaluate_disentanglement(represent, dataset, n=n, seed=cfg.train.seed)

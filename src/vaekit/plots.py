@@ -1,7 +1,8 @@
 """Figures for a run folder, written as PNG files.
 
-Every function takes tensors or arrays (never a model), writes one file and returns its
-``Path``. Figures are drawn on a ``matplotlib.figure.Figure`` with an explicit Agg canvas,
+Every ``save_*`` function takes tensors or arrays (never a model), writes one file and
+returns its ``Path``. :func:`draw_run_figures` and :func:`draw_loss_curves` draw the set of
+figures a run folder holds from its model and its ``metrics.jsonl``. Figures are drawn on a ``matplotlib.figure.Figure`` with an explicit Agg canvas,
 not through ``pyplot``: importing or calling vaekit never switches the user's matplotlib
 backend, opens a window, or leaves figures in pyplot's global registry (a memory leak in
 long training loops).
@@ -9,10 +10,12 @@ long training loops).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vaekit._checks import check_choice, check_range
+
+if TYPE_CHECKING:
+    from vaekit.config import RunConfig
 
 __all__ = [
     "make_grid",
@@ -31,6 +37,8 @@ __all__ = [
     "save_loss_curves",
     "save_histogram",
     "save_bar",
+    "draw_run_figures",
+    "draw_loss_curves",
 ]
 
 _DPI = 100
@@ -440,3 +448,163 @@ def save_bar(
     ax.set_title(title or "", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------- a run folder's figures
+
+
+@torch.no_grad()
+def draw_run_figures(
+    run_dir: Path,
+    model,
+    cfg: RunConfig,
+    splits,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    result: Mapping | None = None,
+) -> None:
+    """Draw a run's evaluation figures into ``run_dir`` from its model and evaluation data.
+
+    ``x`` is the evaluation split as the model takes it, ``labels`` its labels (or None),
+    ``result`` the eval dict. A VAE gets latent.png (posterior means, or their first two
+    principal components), loss_curves.png, kl_per_dim.png (KL per latent dimension, nats,
+    when ``result`` has it) and, for images, samples.png (E[x | z], z ~ p(z), seeded by
+    ``cfg.train.seed``), reconstructions.png and traversal.png (8 latent dimensions of
+    largest posterior-mean variance, from -3 to 3). A VQ-VAE gets loss_curves.png,
+    reconstructions.png, code_usage_hist.png and samples.png (with a code prior); a
+    conditional model loss_curves.png, latent.png, reconstructions.png and one row of
+    samples per label.
+    """
+    from vaekit.evaluate import _to_unit, posterior_means
+    from vaekit.models.build import model_kind
+
+    image_shape = tuple(splits.image_shape)
+    device = next(model.parameters()).device
+
+    def images(t: torch.Tensor) -> torch.Tensor:
+        return _to_unit(model, t.float().cpu()).reshape(t.shape[0], *image_shape)
+
+    if model_kind(cfg.model).quantized:
+        return _draw_vq_figures(run_dir, model, cfg, x, images, result)
+    if getattr(model, "given", None) is not None:
+        return _draw_conditional_figures(run_dir, model, cfg, splits, x, labels, images)
+
+    means = posterior_means(model, x)
+    save_latent_scatter(
+        means[:5000], None if labels is None else labels[:5000], run_dir / "latent.png"
+    )
+    draw_loss_curves(run_dir)
+    if result and "kl_per_dim" in result:
+        save_bar(
+            result["kl_per_dim"],
+            run_dir / "kl_per_dim.png",
+            "KL per latent dimension",
+            "latent dimension",
+            "KL (nats)",
+        )
+    if len(image_shape) != 3:
+        return  # not images: no sample grids
+    torch.manual_seed(cfg.train.seed)
+    save_image_grid(
+        images(model.sample(64)), run_dir / "samples.png", title="samples: E[x | z], z ~ p(z)"
+    )
+    xs = x[:16].to(device)
+    save_reconstructions(images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png")
+    # traverse the 8 dimensions that carry the most information, from -3 to 3 around the mean code
+    order = means.var(0).argsort(descending=True)[:8]
+    values = torch.linspace(-3, 3, 9)
+    z = means[:1].repeat(len(order), len(values), 1)
+    for i, d in enumerate(order):
+        z[i, :, d] = values
+    decoded = model.decode(z.to(device)).mean
+    trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
+    save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
+
+
+def _draw_vq_figures(run_dir: Path, model, cfg: RunConfig, x, images, result) -> None:
+    device = next(model.parameters()).device
+    draw_loss_curves(run_dir)
+    xs = x[:16].to(device)
+    save_reconstructions(images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png")
+    if result and "code_counts" in result:
+        save_bar(
+            result["code_counts"],
+            run_dir / "code_usage_hist.png",
+            f"code usage on the test images (perplexity {result['perplexity']:.1f})",
+            "code index",
+            "count",
+        )
+    if model.prior is not None:
+        torch.manual_seed(cfg.train.seed)
+        save_image_grid(
+            images(model.sample(64)), run_dir / "samples.png", title="samples: codes ~ prior"
+        )
+
+
+def _draw_conditional_figures(run_dir: Path, model, cfg: RunConfig, splits, x, labels, images):
+    from vaekit.evaluate import posterior_means
+
+    device = next(model.parameters()).device
+    draw_loss_curves(run_dir)
+    if labels is None:
+        return
+    means = posterior_means(model, x, labels=labels)
+    save_latent_scatter(means[:5000], labels[:5000], run_dir / "latent.png")
+    if len(tuple(splits.image_shape)) != 3:
+        return
+    xs, ys = x[:16].to(device), labels[:16].to(device)
+    save_reconstructions(
+        images(xs), images(model.reconstruct(xs, ys)), run_dir / "reconstructions.png"
+    )
+    torch.manual_seed(cfg.train.seed)
+    classes = model.labels.num_classes
+    rows = torch.cat([model.sample(8, label=c) for c in range(classes)])
+    save_image_grid(
+        images(rows), run_dir / "samples.png", nrow=8, title="samples: one row per label"
+    )
+
+
+_COMMON_KEYS = {"loss", "rec", "kl", "elbo", "beta", "seconds", "epoch", "step"}
+
+
+def draw_loss_curves(run_dir: Path) -> None:
+    """Draw ``run_dir/metrics.jsonl``'s train and valid rows against the epoch.
+
+    loss_curves.png holds loss, rec, kl and elbo (nats); terms_curves.png (when there are any)
+    up to 8 of the objective's own numeric terms (tc, lambda, perplexity, ...). Nothing is
+    drawn when there are no such rows.
+    """
+    epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
+    if epoch_rows:
+        save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
+        extra = sorted(
+            {
+                k
+                for r in epoch_rows
+                for k, v in r.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            - _COMMON_KEYS
+        )
+        if extra:
+            save_loss_curves(
+                epoch_rows,
+                run_dir / "terms_curves.png",
+                keys=extra[:8],
+                x="epoch",
+                title="the objective's own terms, per epoch",
+            )
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl`` (none if it is missing; cut lines skipped)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return rows

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,7 @@ from torch import nn
 
 from vaekit._checks import check_finite, check_positive, full_precision, validation_enabled
 from vaekit._distributed import all_reduce_, broadcast_
+from vaekit.outputs import QuantizerOutput
 
 __all__ = [
     "QuantizerOutput",
@@ -57,26 +57,6 @@ FSQ_LEVELS: dict[int, tuple[int, ...]] = {
     2**14: (8, 8, 8, 6, 5),
     2**16: (8, 8, 8, 5, 5, 5),
 }
-
-
-class QuantizerOutput(NamedTuple):
-    """What a quantizer hands back.
-
-    ``z_q``: ``[B, C, *positions]`` quantised vectors with the straight-through gradient
-    (forward value = the chosen codes, backward = identity to ``z_e``); ``indices``:
-    ``[B, *positions]`` long; ``codebook_loss``: ``||sg[z_e] - e||^2`` summed per example,
-    ``[B]`` (zero with an EMA codebook and for FSQ); ``commitment_loss``:
-    ``beta ||z_e - sg[e]||^2`` summed per example, ``[B]`` (already weighted by beta);
-    ``perplexity``: ``exp(H(mean code usage in the batch))``, in codes (1 to K), detached;
-    ``usage``: fraction of the K codes used at least once in the batch, detached.
-    """
-
-    z_q: torch.Tensor
-    indices: torch.Tensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    perplexity: torch.Tensor
-    usage: torch.Tensor
 
 
 def _check_int(name: str, value: object, low: int) -> int:

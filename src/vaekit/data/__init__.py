@@ -17,6 +17,7 @@ from vaekit.data._fashion_mnist import fashion_mnist, fetch_fashion_mnist
 from vaekit.data._mnist import fetch_mnist, mnist
 from vaekit.data.dataset import Dataset, DataSplits, binarize_fixed, from_tensor
 from vaekit.data.files import from_file, from_folder, read_idx
+from vaekit.data.load import DATASETS, load_data
 from vaekit.data.paths import DataNotFoundError, data_dir, resolve_data_path
 
 _FETCHERS = {"mnist": fetch_mnist, "fashion_mnist": fetch_fashion_mnist}
@@ -41,6 +42,7 @@ def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 __all__ = [
+    "DATASETS",
     "DataNotFoundError",
     "DSprites",
     "DSpritesSplit",
@@ -54,6 +56,7 @@ __all__ = [
     "from_file",
     "from_folder",
     "from_tensor",
+    "load_data",
     "mnist",
     "read_idx",
     "resolve_data_path",

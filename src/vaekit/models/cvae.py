@@ -22,7 +22,7 @@ from vaekit._checks import check_choice, validation_enabled
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.hvae import Merge
 from vaekit.models.networks import MLP, GatedMLP
-from vaekit.models.vae import VAEOutput
+from vaekit.outputs import VAEOutput
 from vaekit.posteriors import DiagonalGaussian
 from vaekit.priors import StandardNormal
 

@@ -23,7 +23,7 @@ from vaekit import priors as P
 from vaekit._checks import check_choice
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.networks import MLP, GatedDense, GatedMLP
-from vaekit.models.vae import VAEOutput
+from vaekit.outputs import VAEOutput
 from vaekit.posteriors import DiagonalGaussian
 
 __all__ = ["Merge", "TwoLayer", "HVAE", "build_hvae"]

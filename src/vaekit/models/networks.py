@@ -10,6 +10,9 @@ afterwards, so a decoder takes z of shape ``[B, D]`` or ``[S, B, D]`` alike.
 * :class:`ConvEncoder`, :class:`ConvDecoder`: stride-2 convolutions for small images
   (28x28, 64x64, any size >= 2 ** len(channels)).
 * :func:`build_networks`: an (encoder, decoder) pair for a VAE, by kind.
+
+A leaf module: it imports only torch and :mod:`vaekit._checks`, so the models and
+:mod:`vaekit.flows` can build on it (``tests/test_imports.py`` keeps it a leaf).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vaekit.training.fit import fit
+
 __all__ = ["feature_classifier"]
 
 
@@ -37,16 +39,18 @@ def feature_classifier(
         torch.manual_seed(seed)
         for m in (features, head):
             m.apply(lambda l: l.reset_parameters() if isinstance(l, nn.Linear) else None)
-    opt = torch.optim.Adam([*features.parameters(), *head.parameters()], lr=lr)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            order = torch.randperm(x.shape[0], generator=g)
-            for i in range(0, x.shape[0], batch_size):
-                idx = order[i : i + batch_size]
-                loss = nn.functional.cross_entropy(head(features(x[idx])), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+    classifier = nn.Sequential(features, head)
+    fit(
+        classifier,
+        lambda xb, yb: nn.functional.cross_entropy(classifier(xb), yb),  # batch mean, nats
+        (x, y),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        generator=g,
+        desc="feature classifier",
+        device=x.device,
+    )
     features.eval()
     for p in features.parameters():
         p.requires_grad_(False)

@@ -22,6 +22,7 @@ from vaekit.models.vae import VAE
 from vaekit.objectives import ELBO
 from vaekit.priors import StandardNormal
 from vaekit.schedules import LinearWarmup
+from vaekit.training.fit import fit
 
 __all__ = ["first_stage_codes", "fit_second_stage", "TwoStageSampler"]
 
@@ -116,22 +117,30 @@ def fit_second_stage(
             prior=StandardNormal(latent_dim),
             likelihood=likelihood,
         ).to(device=device, dtype=z.dtype)
-        objective = ELBO(kl="analytic")
-        opt = torch.optim.Adam(second.parameters(), lr=lr)
-        order = torch.Generator().manual_seed(seed)
         steps_per_epoch = -(-n // batch_size)
-        beta = LinearWarmup(1.0, steps=warmup * steps_per_epoch)
+        objective = ELBO(beta=LinearWarmup(1.0, steps=warmup * steps_per_epoch), kl="analytic")
         step = 0
-        second.train()
-        for epoch in range(epochs):
-            if codes == "sample" and epoch > 0:
-                z = first_stage_codes(first, x)
-            for idx in torch.randperm(n, generator=order).split(batch_size):
-                loss = objective(second, z[idx].to(device), beta=beta(step)).loss
-                step += 1
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss_fn(zb: torch.Tensor) -> torch.Tensor:  # batch mean of rec + beta KL (nats)
+            nonlocal step
+            loss = objective(second, zb, step=step).loss
+            step += 1
+            return loss
+
+        def epoch_codes(epoch: int) -> torch.Tensor:  # codes="sample": a fresh draw per epoch
+            return first_stage_codes(first, x) if codes == "sample" and epoch > 0 else z
+
+        fit(
+            second,
+            loss_fn,
+            epoch_codes,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            generator=torch.Generator().manual_seed(seed),
+            desc="second stage",
+            device=device,
+        )
     return second.eval()
 
 

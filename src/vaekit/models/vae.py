@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.likelihoods import Bernoulli
+from vaekit.outputs import VAEOutput
 from vaekit.posteriors import DiagonalGaussian
 
 __all__ = ["VAE", "VAEOutput"]
-
-
-class VAEOutput(NamedTuple):
-    """What one pass hands to an objective.
-
-    ``encoder_out``: raw encoder output ``[B, F]`` (objectives that stop gradients through
-    q's parameters rebuild q from it detached); ``posterior``: q(z|x), batch ``[B]``;
-    ``z``: ``[S, B, D]`` reparameterised samples; ``prior``: p(z); ``likelihood``:
-    p(x|z), batch ``[S, B]``.
-    """
-
-    encoder_out: torch.Tensor
-    posterior: Distribution
-    z: torch.Tensor
-    prior: Distribution
-    likelihood: Distribution
 
 
 class VAE(nn.Module):

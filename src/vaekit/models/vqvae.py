@@ -18,10 +18,8 @@ Shapes: images ``[B, C, H, W]`` as the likelihood expects them; ``z_e`` and ``z_
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -29,11 +27,11 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit._checks import check_choice
-from vaekit._progress import progress as progress_bar
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.networks import _activation, _deconv_stack, _image_shape, _spatial_sizes
-from vaekit.objectives import LossOutput
+from vaekit.objectives.stateful import VQObjective  # re-exported: vaekit.models.vqvae.VQObjective
 from vaekit.quantizers import FSQ, FSQ_LEVELS, QuantizerOutput, VectorQuantizer, _check_indices
+from vaekit.training.fit import fit
 
 __all__ = [
     "VQVAE",
@@ -49,7 +47,6 @@ __all__ = [
     "bits_per_dim",
 ]
 
-_REDUCTIONS = ("mean", "sum", "none")
 # kernel 4, stride 2, padding 1 halves the spatial size (as in vaekit.models.networks)
 _KERNEL, _STRIDE, _PAD = 4, 2, 1
 
@@ -134,65 +131,6 @@ class VQVAE(nn.Module):
             )
         px = self.decode_indices(self.prior.sample(n, temperature=temperature))
         return px.mean if mean else px.sample()
-
-
-@dataclass(frozen=True)
-class VQObjective:
-    """VQ-VAE loss ``-log p(x|z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``, nats, per example.
-
-    ``beta`` lives in the quantizer (its commitment loss is already weighted). Per-example
-    terms ``[B]``: ``rec = -log p(x|z_q)`` (nats), ``codebook``, ``commitment`` (squared
-    distances summed over positions and code dims), ``loss`` (their sum), ``kl = N log K``
-    (KL of the one-hot posterior to a uniform prior over K codes at N positions, nats) and
-    ``bound = log p(x|z_q) - N log K`` (the ELBO, <= log p(x)). ``metrics`` adds the batch
-    ``perplexity`` and codebook ``usage``.
-
-    Args:
-        reduction: ``"mean" | "sum" | "none"`` over the batch axis.
-    """
-
-    reduction: str = "mean"
-
-    def __post_init__(self):
-        check_choice("reduction", self.reduction, _REDUCTIONS)
-
-    def __call__(self, model: VQVAE, x: torch.Tensor) -> LossOutput:
-        out = model(x)
-        q = out.quantized
-        rec = -out.likelihood.log_prob(x)
-        n_latents = q.indices[0].numel()
-        kl = torch.full_like(rec, n_latents * math.log(model.num_codes))
-        bound = -rec - kl
-        per_example_loss = rec + q.codebook_loss + q.commitment_loss
-        if self.reduction == "mean":
-            loss = per_example_loss.mean()
-        elif self.reduction == "sum":
-            loss = per_example_loss.sum()
-        else:
-            loss = per_example_loss
-        per_example = {
-            "bound": bound,
-            "rec": rec,
-            "kl": kl,
-            "codebook": q.codebook_loss,
-            "commitment": q.commitment_loss,
-            "loss": per_example_loss,
-        }
-        metrics = {
-            "loss": per_example_loss.detach().mean(),
-            "elbo": bound.detach().mean(),
-            "rec": rec.detach().mean(),
-            "kl": kl.detach().mean(),
-            "codebook": q.codebook_loss.detach().mean(),
-            "commitment": q.commitment_loss.detach().mean(),
-            "perplexity": q.perplexity.detach(),
-            "usage": q.usage.detach(),
-        }
-        return LossOutput(loss, per_example, metrics)
-
-    def replace(self, **changes) -> VQObjective:
-        """A copy with some hyperparameters changed."""
-        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------------- networks
@@ -507,31 +445,18 @@ def fit_code_prior(
     if not lr > 0:
         raise ValueError(f"lr must be > 0; received {lr}")
     _check_indices(indices, prior.num_codes)
-    was_training = prior.training
-    prior.train()
-    opt = torch.optim.Adam(prior.parameters(), lr=lr)
-    device = prior.position.device
-    history = []
-    steps = -(-indices.shape[0] // batch_size)
-    bar = progress_bar(total=epochs * steps, desc="code prior", enabled=progress)
-    try:
-        for epoch in range(epochs):
-            order = torch.randperm(indices.shape[0], generator=generator)
-            total = torch.zeros((), device=device)
-            for i in range(0, indices.shape[0], batch_size):
-                batch = indices[order[i : i + batch_size]].to(device)
-                nll = -prior.log_prob(batch)
-                opt.zero_grad(set_to_none=True)
-                nll.mean().backward()
-                opt.step()
-                total += nll.detach().sum()  # summed on the device: no sync per step
-                bar.update(1)
-            history.append(total.item() / indices.shape[0])
-            bar.set_postfix({"epoch": epoch + 1, "nll": f"{history[-1]:.2f}"})
-    finally:
-        bar.close()
-        prior.train(was_training)
-    return history
+    return fit(
+        prior,
+        lambda batch: -prior.log_prob(batch),  # [B] nats
+        indices,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        generator=generator,
+        progress=progress,
+        desc="code prior",
+        device=prior.position.device,
+    )
 
 
 @torch.no_grad()

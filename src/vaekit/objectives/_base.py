@@ -20,7 +20,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from vaekit._checks import check_choice, check_positive
+from vaekit.outputs import LossOutput
 
 __all__ = [
     "LossOutput",
@@ -43,15 +44,6 @@ __all__ = [
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-@dataclass(frozen=True)
-class LossOutput:
-    """``loss`` (reduced as asked), ``per_example`` terms ``[B]`` and detached batch ``metrics``."""
-
-    loss: torch.Tensor
-    per_example: dict[str, torch.Tensor]
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # -- weights that may be schedules ----------------------------------------------------------
@@ -245,14 +237,14 @@ class Param:
                 f"{' or null' if self.optional else ''}; received {value!r}"
             ) from None
         if self.low is not None and not value >= self.low:
-            raise ValueError(
-                f"objective {objective!r}: {self.name} must be >= {self.low}; received {value!r}"
+            what = (
+                f"{self.name} must be an integer >= {self.low}"
+                if self.type is int
+                else f"config key {self.name!r} must be >= {self.low}"
             )
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(
-                f"objective {objective!r}: config key {self.name!r} must be one of "
-                f"{' | '.join(self.choices)}; received {value!r}"
-            )
+            raise ValueError(f"objective {objective!r}: {what}; received {value!r}")
+        if self.choices is not None:
+            check_choice(self.name, value, self.choices)
         return value
 
     def describe(self) -> str:

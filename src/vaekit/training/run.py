@@ -7,6 +7,13 @@
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
 ``checkpoint.pt`` (latest), ``best.pt`` (best validation ELBO), ``eval.json``, PNG
 figures and ``report.html``.
+
+This module only sequences the steps; the work lives where its subject does: the data set
+in :func:`vaekit.data.load_data`, the numbers in :mod:`vaekit.evaluate` (``evaluate``,
+``evaluate_vq``, ``disentanglement_scores``), the figures in :mod:`vaekit.plots`
+(``draw_run_figures``, ``draw_loss_curves``), the training loop in
+:class:`~vaekit.training.trainer.Trainer`. ``load_data``, ``DATASETS``, ``evaluate_vq`` and
+``disentanglement_scores`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ import torch.distributed as dist
 from vaekit import plots
 from vaekit._checks import check_choice
 from vaekit.config import RunConfig, config_from_dict, load_config
-from vaekit.evaluate import evaluate, posterior_means
-from vaekit.models.build import build_model, build_objective, input_shape, prepare_input
-from vaekit.quantizers import code_statistics
+from vaekit.data.load import DATASETS, load_data
+from vaekit.evaluate import _to_unit, disentanglement_scores, evaluate, evaluate_vq
+from vaekit.models.build import build_model, build_objective, input_shape, model_kind, prepare_input
 from vaekit.report import write_report
 from vaekit.training.checkpoint import (
     CheckpointError,
@@ -37,48 +44,6 @@ from vaekit.training.checkpoint import (
 from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
 
 __all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
-
-DATASETS = ("mnist", "fashion_mnist", "dsprites", "file", "folder")
-
-
-def load_data(tc):
-    """The :class:`vaekit.data.DataSplits` named by a :class:`~vaekit.config.TrainConfig`."""
-    from vaekit import data
-
-    check_choice("dataset", tc.dataset, DATASETS)
-    check_choice("binarize", tc.binarize, ("dynamic", "static", "none"))
-    binarize = None if tc.binarize == "none" else tc.binarize
-    root = None
-    if tc.data_root is not None:
-        # A config file may come from someone else: a relative data_root is read from the
-        # data directory and may not climb out of it; an absolute one is the user's choice.
-        root = data.resolve_data_path(data.data_dir(), tc.data_root, what="data_root")
-    if tc.dataset == "mnist":
-        return data.mnist(binarize=binarize, seed=tc.seed, root=root)
-    if tc.dataset == "fashion_mnist":
-        return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=root)
-    if tc.dataset == "dsprites":
-        return data.dsprites(seed=tc.seed)  # generated, already binary: no root, no binarize
-    if root is None:
-        raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
-    if not root.exists():
-        what = ".npy/.npz file" if tc.dataset == "file" else "folder of images"
-        where = (
-            ""
-            if Path(tc.data_root).is_absolute()
-            else f", read as {str(root)!r} (relative paths are read from the data directory, "
-            "$VAEKIT_DATA)"
-        )
-        raise data.DataNotFoundError(
-            f"data_root must name an existing {what}; received {tc.data_root!r}{where}"
-        )
-    loader = data.from_file if tc.dataset == "file" else data.from_folder
-    return loader(root, binarize=binarize, seed=tc.seed)
-
-
-def _to_unit(model, x: torch.Tensor) -> torch.Tensor:
-    lo, hi = model.likelihood.data_range
-    return ((x - lo) / (hi - lo)).clamp(0, 1)
 
 
 def _init_distributed() -> None:
@@ -101,6 +66,13 @@ def _resolve(config, out, resume: bool, overrides: dict[str, Any]) -> RunConfig:
     if not saved_path.is_file():
         raise ValueError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
     saved = load_config(saved_path)  # a damaged config.yaml is a ValueError, like any config
+    name = overrides.get("objective")
+    if name is not None and name != saved.objective.objective:
+        raise ValueError(
+            f"--resume with a changed objective: {saved.objective.objective!r} in the run, "
+            f"{name!r} requested; resuming would mix two trainings in one run folder. Start a "
+            "new run folder instead"
+        )
     if isinstance(config, RunConfig):
         wanted = config.replace(**overrides)
     elif config is not None:
@@ -156,6 +128,8 @@ def train(
         latent_dim=cfg.model.latent_dim,
         model=cfg.model,
         features=features,
+        steps_per_epoch=math.ceil(n_train / cfg.train.batch_size),
+        epochs=cfg.train.epochs,
     )
     trained = wrap_distributed(model)
     if cfg.train.compile:
@@ -167,12 +141,12 @@ def train(
     if rank != 0:
         return run_dir
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if cfg.model.model == "vqvae" and cfg.model.prior_epochs:
+    if model_kind(cfg.model).quantized and cfg.model.prior_epochs:
         fit_run_code_prior(run_dir, progress=progress)
     if evaluate_after:
         evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
     else:  # every run folder gets its report; the evaluation figures come with `vaekit eval`
-        _draw_loss_curves(run_dir)
+        plots.draw_loss_curves(run_dir)
         write_report(run_dir)
     return run_dir
 
@@ -197,7 +171,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu
         raise ValueError(
             f"checkpoint {path} does not match its own config: {state_dict_mismatch(e)}"
         ) from None
-    if cfg.model.model == "vqvae" and (run_dir / _CODE_PRIOR).exists():
+    if model_kind(cfg.model).quantized and (run_dir / _CODE_PRIOR).exists():
         model.prior = _load_code_prior(run_dir / _CODE_PRIOR, device)
     return model.to(device).eval(), cfg, splits
 
@@ -311,7 +285,7 @@ def evaluate_run(
     view = data.eval_view()
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
     x = prepare_input(model, view.x, shape)
-    if cfg.model.model == "vqvae":
+    if model_kind(cfg.model).quantized:
         result = evaluate_vq(model, x, batch_size=batch_size)
     else:
         result = evaluate(
@@ -326,218 +300,9 @@ def evaluate_run(
         result["disentanglement"] = disentanglement_scores(model, cfg, shape)
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     if figures:
-        draw_figures(run_dir, model, cfg, splits, x, view.y, result)
+        plots.draw_run_figures(run_dir, model, cfg, splits, x, view.y, result)
         write_report(run_dir)
     return result
-
-
-@torch.inference_mode()
-def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict[str, Any]:
-    """A VQ-VAE's evaluation numbers (floats; nats per example unless stated).
-
-    With a code prior attached: ``nll = -log p_prior(k(x)) - log p(x | z_q)``, the negative
-    ELBO of the deterministic one-hot posterior (an upper bound on -log p(x)); without one
-    the prior is uniform over K codes per position and ``kl = positions * log K``. Also
-    ``rec`` = -log p(x|z_q), ``bits_per_dim`` = nll / (D ln 2), ``mse`` (per pixel, images
-    in [0, 1]), ``perplexity`` (exp of the entropy of the code histogram), ``codes_used``
-    (also reported as ``active_units``), ``code_counts``.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rec, kl, sq, codes = [], [], [], []
-    try:
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size].to(device)
-            out = model(xb)
-            rec.append(-out.likelihood.log_prob(xb).cpu())
-            idx = out.quantized.indices
-            codes.append(idx.reshape(-1).cpu())
-            if model.prior is not None:
-                kl.append(-model.prior.log_prob(idx).cpu())
-            else:
-                positions = idx[0].numel()
-                kl.append(torch.full((xb.shape[0],), positions * math.log(model.num_codes)))
-            err = _to_unit(model, out.likelihood.mean) - _to_unit(model, xb)
-            sq.append(err.square().reshape(xb.shape[0], -1).mean(1).cpu())
-    finally:
-        model.train(was_training)
-    rec_t, kl_t = torch.cat(rec), torch.cat(kl)
-    nll = (rec_t + kl_t).mean().item()
-    codes_t = torch.cat(codes)
-    perplexity, _ = code_statistics(codes_t, model.num_codes)
-    counts = torch.bincount(codes_t, minlength=model.num_codes)
-    used = int((counts > 0).sum())
-    return {
-        "nll": nll,
-        "elbo": -nll,
-        "rec": rec_t.mean().item(),
-        "kl": kl_t.mean().item(),
-        "bits_per_dim": nll / (x[0].numel() * math.log(2.0)),
-        "active_units": used,
-        "codes_used": used,
-        "num_codes": model.num_codes,
-        "perplexity": perplexity.item(),
-        "mse": torch.cat(sq).mean().item(),
-        "code_prior": model.prior is not None,
-        "examples": int(x.shape[0]),
-        "code_counts": counts.tolist(),
-    }
-
-
-def disentanglement_scores(model, cfg: RunConfig, shape, n: int = 10000) -> dict[str, float]:
-    """MIG, DCI, SAP, FactorVAE and beta-VAE scores of ``E_q[z|x]`` on rendered dSprites, in [0, 1]."""
-    from vaekit.data import DSprites
-    from vaekit.metrics import evaluate_disentanglement, image_representation
-
-    if cfg.train.dataset != "dsprites":
-        raise ValueError(
-            "the disentanglement metrics need the data set's ground-truth factors: "
-            f"dataset 'dsprites'; this run used {cfg.train.dataset!r}"
-        )
-    device = next(model.parameters()).device
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        x = prepare_input(model, images.reshape(images.shape[0], -1), shape)
-        return model.encode(x).mean.cpu()
-
-    dataset = DSprites()
-    represent = image_representation(encode, dataset, device=device)
-    return evaluate_disentanglement(represent, dataset, n=n, seed=cfg.train.seed)
-
-
-@torch.no_grad()
-def draw_figures(
-    run_dir: Path, model, cfg: RunConfig, splits, x: torch.Tensor, labels, result=None
-) -> None:
-    """samples.png, reconstructions.png, traversal.png, latent.png, loss_curves.png, kl_per_dim.png."""
-    image_shape = tuple(splits.image_shape)
-    device = next(model.parameters()).device
-
-    def images(t: torch.Tensor) -> torch.Tensor:
-        return _to_unit(model, t.float().cpu()).reshape(t.shape[0], *image_shape)
-
-    if cfg.model.model == "vqvae":
-        return _draw_vq_figures(run_dir, model, cfg, x, images, result)
-    if getattr(model, "given", None) is not None:
-        return _draw_conditional_figures(run_dir, model, cfg, splits, x, labels, images)
-
-    means = posterior_means(model, x)
-    plots.save_latent_scatter(
-        means[:5000], None if labels is None else labels[:5000], run_dir / "latent.png"
-    )
-    _draw_loss_curves(run_dir)
-    if result and "kl_per_dim" in result:
-        plots.save_bar(
-            result["kl_per_dim"],
-            run_dir / "kl_per_dim.png",
-            "KL per latent dimension",
-            "latent dimension",
-            "KL (nats)",
-        )
-    if len(image_shape) != 3:
-        return  # not images: no sample grids
-    torch.manual_seed(cfg.train.seed)
-    plots.save_image_grid(
-        images(model.sample(64)), run_dir / "samples.png", title="samples: E[x | z], z ~ p(z)"
-    )
-    xs = x[:16].to(device)
-    plots.save_reconstructions(
-        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
-    )
-    # traverse the 8 dimensions that carry the most information, from -3 to 3 around the mean code
-    order = means.var(0).argsort(descending=True)[:8]
-    values = torch.linspace(-3, 3, 9)
-    z = means[:1].repeat(len(order), len(values), 1)
-    for i, d in enumerate(order):
-        z[i, :, d] = values
-    decoded = model.decode(z.to(device)).mean
-    trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
-    plots.save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
-
-
-def _draw_vq_figures(run_dir: Path, model, cfg: RunConfig, x, images, result) -> None:
-    device = next(model.parameters()).device
-    _draw_loss_curves(run_dir)
-    xs = x[:16].to(device)
-    plots.save_reconstructions(
-        images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png"
-    )
-    if result and "code_counts" in result:
-        plots.save_bar(
-            result["code_counts"],
-            run_dir / "code_usage_hist.png",
-            f"code usage on the test images (perplexity {result['perplexity']:.1f})",
-            "code index",
-            "count",
-        )
-    if model.prior is not None:
-        torch.manual_seed(cfg.train.seed)
-        plots.save_image_grid(
-            images(model.sample(64)), run_dir / "samples.png", title="samples: codes ~ prior"
-        )
-
-
-def _draw_conditional_figures(run_dir: Path, model, cfg: RunConfig, splits, x, labels, images):
-    device = next(model.parameters()).device
-    _draw_loss_curves(run_dir)
-    if labels is None:
-        return
-    means = posterior_means(model, x, labels=labels)
-    plots.save_latent_scatter(means[:5000], labels[:5000], run_dir / "latent.png")
-    if len(tuple(splits.image_shape)) != 3:
-        return
-    xs, ys = x[:16].to(device), labels[:16].to(device)
-    plots.save_reconstructions(
-        images(xs), images(model.reconstruct(xs, ys)), run_dir / "reconstructions.png"
-    )
-    torch.manual_seed(cfg.train.seed)
-    classes = model.labels.num_classes
-    rows = torch.cat([model.sample(8, label=c) for c in range(classes)])
-    plots.save_image_grid(
-        images(rows), run_dir / "samples.png", nrow=8, title="samples: one row per label"
-    )
-
-
-_COMMON_KEYS = {"loss", "rec", "kl", "elbo", "beta", "seconds", "epoch", "step"}
-
-
-def _draw_loss_curves(run_dir: Path) -> None:
-    """loss_curves.png, and terms_curves.png for an objective's own terms (tc, lambda,
-    perplexity, ...), per epoch."""
-    epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
-    if epoch_rows:
-        plots.save_loss_curves(epoch_rows, run_dir / "loss_curves.png", x="epoch")
-        extra = sorted(
-            {
-                k
-                for r in epoch_rows
-                for k, v in r.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-            - _COMMON_KEYS
-        )
-        if extra:
-            plots.save_loss_curves(
-                epoch_rows,
-                run_dir / "terms_curves.png",
-                keys=extra[:8],
-                x="epoch",
-                title="the objective's own terms, per epoch",
-            )
-
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    return rows
 
 
 @torch.no_grad()

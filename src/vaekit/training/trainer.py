@@ -198,6 +198,7 @@ class Trainer:
         self.state = _EpochState()
         self._stop_signal: int | None = None
         self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, on device
+        self._bad_loss: torch.Tensor | None = None  # and its value
 
     # -- files ---------------------------------------------------------------------------
 
@@ -401,11 +402,15 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return
         else:
-            # remember the first bad step on the device; read at the next sync point
-            step = torch.tensor(s.step, device=bad.device)
+            # remember the first bad step and its loss on the device; read at the next sync point
             if self._first_bad is None:
                 self._first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
-            self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+                self._bad_loss = torch.zeros((), device=bad.device)
+            first = bad & (self._first_bad < 0)
+            step = torch.tensor(s.step, device=bad.device)
+            self._first_bad = torch.where(first, step, self._first_bad)
+            value = loss.detach().float().mean()
+            self._bad_loss = torch.where(first, value, self._bad_loss)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if loss.dim() == 0 else loss.mean()).backward()
         if tc.grad_clip > 0:
@@ -446,8 +451,9 @@ class Trainer:
         last = (
             self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
         )
+        value = self._bad_loss.item()
         raise TrainingError(
-            f"non-finite loss at step {step} (epoch {self.state.epoch + 1}); "
+            f"non-finite loss ({value}) at step {step} (epoch {step // self.steps_per_epoch + 1}); "
             f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
             "enable --grad-clip, or pass --on-nan skip to skip such batches"
         )
