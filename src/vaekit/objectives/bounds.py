@@ -166,12 +166,22 @@ class IWAE(Objective):
         return self._output(per_example_loss, bound=bound, rec=rec, kl=kl, bound_name="iwae")
 
 
+class _Grouped(Objective):
+    """M groups of K draws z ~ q(z|x) per example (MIWAE, PIWAE)."""
+
+    def __init__(self, m: int = 1, k: int = 1, reduction: str = "mean"):
+        super().__init__(reduction)
+        check_count("m", m)
+        check_count("k", k)
+        self.m, self.k = m, k
+
+
 @register(
     "miwae",
     summary="MIWAE_{M,K}: the mean of M independent IWAE_K estimates (Rainforth et al. 2018)",
     params=(_M, _K),
 )
-class MIWAE(Objective):
+class MIWAE(_Grouped):
     """Multiply importance weighted bound (Rainforth et al. 2018), nats.
 
     ``MIWAE_{M,K} = (1/M) sum_m log (1/K) sum_k w_{m,k}`` with M*K draws z ~ q(z|x): the
@@ -179,12 +189,6 @@ class MIWAE(Objective):
     is the ELBO with M samples. Larger M at fixed M*K gives the encoder a better gradient
     signal-to-noise ratio, larger K a tighter bound.
     """
-
-    def __init__(self, m: int = 1, k: int = 1, reduction: str = "mean"):
-        super().__init__(reduction)
-        check_count("m", m)
-        check_count("k", k)
-        self.m, self.k = m, k
 
     def forward(self, model, x, *, y=None, step=None) -> LossOutput:
         t = log_weights(model, x, self.m * self.k)
@@ -238,7 +242,7 @@ class CIWAE(Objective):
     summary="PIWAE: encoder on MIWAE_{M,K}, decoder on IWAE_{MK}, one set of draws",
     params=(_M, _K),
 )
-class PIWAE(Objective):
+class PIWAE(_Grouped):
     """Partially importance weighted auto-encoder (Rainforth et al. 2018), nats.
 
     One set of M*K draws z ~ q(z|x) serves two bounds: the inference network (q's parameters
@@ -254,12 +258,6 @@ class PIWAE(Objective):
     (VampPrior) counts as generative. A likelihood with running statistics
     (:class:`~vaekit.likelihoods.RunningGaussian`) sees two ``log_prob`` calls per step.
     """
-
-    def __init__(self, m: int = 1, k: int = 1, reduction: str = "mean"):
-        super().__init__(reduction)
-        check_count("m", m)
-        check_count("k", k)
-        self.m, self.k = m, k
 
     def forward(self, model, x, *, y=None, step=None) -> LossOutput:
         t = log_weights(model, x, self.m * self.k)
