@@ -84,6 +84,13 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
     raise ValueError(f"{name} must be one of {choices}; received {value!r}{hint}")
 
 
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """Raise ValueError unless ``value`` is an integer >= ``minimum`` (bools refused); returns it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
+    return value
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise ValueError unless ``value > 0`` (or ``>= 0`` with ``allow_zero``)."""
     ok = value >= 0 if allow_zero else value > 0

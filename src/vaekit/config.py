@@ -85,8 +85,7 @@ class ObjectiveConfig:
         spec = self.spec
         resolved = spec.resolve(dict(self.params))
         object.__setattr__(self, "params", tuple(resolved.items()))
-        if spec.schedule and resolved.get("schedule") is not None:
-            _at_least(self, warmup_epochs=0, cycles=1)
+        if spec.schedule:  # warmup_epochs and cycles are bounded by their Param.low
             if not 0.0 < resolved["cycle_ratio"] <= 1.0:
                 raise ValueError(
                     f"config key 'cycle_ratio' must be in (0, 1]; received {resolved['cycle_ratio']!r}"

@@ -29,17 +29,11 @@ from torch.distributions import (
     constraints,
 )
 
-from vaekit._checks import check_finite, check_positive, validation_enabled
+from vaekit._checks import check_count, check_finite, check_positive, validation_enabled
 from vaekit.models.networks import MLP
 from vaekit.posteriors import LOGVAR_MAX, LOGVAR_MIN
 
 __all__ = ["AffineCoupling", "FlowPrior", "IAFPosterior"]
-
-
-def _check_count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +115,9 @@ class FlowPrior(nn.Module):
 
     def __init__(self, dim: int, layers: int = 4, hidden: int = 64, max_log_scale: float = 2.0):
         super().__init__()
-        self.dim = _check_count("dim", dim, 1)
-        self.layers = _check_count("layers", layers, 1)
-        _check_count("hidden", hidden, 1)
+        self.dim = check_count("dim", dim, 1)
+        self.layers = check_count("layers", layers, 1)
+        check_count("hidden", hidden, 1)
         check_positive("max_log_scale", max_log_scale)
         self.max_log_scale = float(max_log_scale)
         self.nets = nn.ModuleList(
@@ -276,10 +270,10 @@ class IAFPosterior(nn.Module):
         gate_bias: float = 2.0,
     ):
         super().__init__()
-        self.dim = _check_count("dim", dim, 1)
-        self.steps = _check_count("steps", steps, 1)
-        self.context = _check_count("context", context, 0)
-        hidden = max(64, 4 * dim) if hidden is None else _check_count("hidden", hidden, 1)
+        self.dim = check_count("dim", dim, 1)
+        self.steps = check_count("steps", steps, 1)
+        self.context = check_count("context", context, 0)
+        hidden = max(64, 4 * dim) if hidden is None else check_count("hidden", hidden, 1)
         order = torch.arange(1, dim + 1)
         self.made = nn.ModuleList(
             _MADE(dim, context, hidden, order if k % 2 == 0 else order.flip(0), gate_bias)

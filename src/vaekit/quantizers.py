@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaekit._checks import check_finite, check_positive, full_precision, validation_enabled
+from vaekit._checks import (
+    check_count,
+    check_finite,
+    check_positive,
+    full_precision,
+    validation_enabled,
+)
 from vaekit._distributed import all_reduce_, broadcast_
 from vaekit.outputs import QuantizerOutput
 
@@ -57,12 +63,6 @@ FSQ_LEVELS: dict[int, tuple[int, ...]] = {
     2**14: (8, 8, 8, 6, 5),
     2**16: (8, 8, 8, 5, 5, 5),
 }
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; received {value!r}")
-    return value
 
 
 def _flatten(name: str, z: torch.Tensor, code_dim: int) -> torch.Tensor:
@@ -114,7 +114,7 @@ def nearest_codes(
     k = codebook.shape[0]
     if chunk_size is None:
         chunk_size = max(1, MAX_BLOCK // k)
-    _check_int("chunk_size", chunk_size, 1)
+    check_count("chunk_size", chunk_size, 1)
     with torch.no_grad():
         z, codebook = z.detach(), codebook.detach()
         code_sq = codebook.pow(2).sum(1)
@@ -184,15 +184,15 @@ class VectorQuantizer(nn.Module):
         chunk_size: int | None = None,
     ):
         super().__init__()
-        self.num_codes = _check_int("num_codes", num_codes, 1)
-        self.code_dim = _check_int("code_dim", code_dim, 1)
+        self.num_codes = check_count("num_codes", num_codes, 1)
+        self.code_dim = check_count("code_dim", code_dim, 1)
         check_positive("beta", beta, allow_zero=True)
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must lie in (0, 1), e.g. 0.99; received {decay!r}")
         check_positive("eps", eps)
-        self.restart_after = _check_int("restart_after", restart_after, 0)
+        self.restart_after = check_count("restart_after", restart_after, 0)
         if chunk_size is not None:
-            _check_int("chunk_size", chunk_size, 1)
+            check_count("chunk_size", chunk_size, 1)
         self.beta, self.ema, self.decay, self.eps = float(beta), bool(ema), float(decay), float(eps)
         self.cosine, self.chunk_size = bool(cosine), chunk_size
 

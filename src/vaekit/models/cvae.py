@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit._checks import check_choice, validation_enabled
+from vaekit._checks import check_choice, check_count, validation_enabled
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.hvae import Merge
 from vaekit.models.networks import MLP, GatedMLP
@@ -27,12 +27,6 @@ from vaekit.posteriors import DiagonalGaussian
 from vaekit.priors import StandardNormal
 
 __all__ = ["LabelEncoding", "LabelPrior", "CVAE", "build_cvae", "log_likelihood"]
-
-
-def _check_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    return value
 
 
 def _check_labels(y, num_classes: int, name: str = "y") -> torch.Tensor:
@@ -67,7 +61,7 @@ class LabelEncoding(nn.Module):
 
     def __init__(self, num_classes: int, kind: str = "onehot", dim: int | None = None):
         super().__init__()
-        self.num_classes = _check_int("num_classes", num_classes, 2)
+        self.num_classes = check_count("num_classes", num_classes, 2)
         check_choice("label_embedding", kind, ("onehot", "embedding"))
         self.kind = kind
         if kind == "onehot":
@@ -79,7 +73,7 @@ class LabelEncoding(nn.Module):
             self.features = num_classes
             self.register_buffer("eye", torch.eye(num_classes), persistent=False)
         else:
-            self.features = _check_int("dim", 16 if dim is None else dim)
+            self.features = check_count("dim", 16 if dim is None else dim)
             self.embedding = nn.Embedding(num_classes, self.features)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -100,9 +94,9 @@ class LabelPrior(nn.Module):
 
     def __init__(self, features: int, dim: int, hidden: Sequence[int] = ()):
         super().__init__()
-        self.dim = _check_int("dim", dim)
+        self.dim = check_count("dim", dim)
         self.net = MLP(
-            _check_int("features", features), 2 * dim, tuple(hidden), flatten_input=False
+            check_count("features", features), 2 * dim, tuple(hidden), flatten_input=False
         )
         nn.init.zeros_(self.net.net[-1].weight)
         nn.init.zeros_(self.net.net[-1].bias)
@@ -245,7 +239,7 @@ class CVAE(nn.Module):
 
         Returns ``[n, *x_shape]``; ``mean=True`` returns E[x|z, y] (for pictures).
         """
-        _check_int("n", n)
+        check_count("n", n)
         y = torch.full((n,), label, dtype=torch.long) if isinstance(label, int) else label
         c = self._features(y, n)
         pz = self._prior(c)
@@ -274,7 +268,7 @@ def log_likelihood(
         raise ValueError(
             f"x and y must have the same number of examples; received {x.shape[0]} and {y.shape[0]}"
         )
-    _check_int("batch_size", batch_size)
+    check_count("batch_size", batch_size)
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -315,7 +309,7 @@ def build_cvae(
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"input_shape must be a tuple of positive ints; received {input_shape!r}")
-    _check_int("latent_dim", latent_dim)
+    check_count("latent_dim", latent_dim)
     hidden = tuple(hidden)
     labels = LabelEncoding(num_classes, label_embedding, embedding_dim)
     likelihood = likelihood if likelihood is not None else Bernoulli()

@@ -76,12 +76,6 @@ def check_weight(name: str, value: Any) -> None:
     check_positive(name, value, allow_zero=True)
 
 
-def check_count(name: str, value: int, minimum: int = 1) -> None:
-    """An integer >= ``minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-
-
 # -- the base class -------------------------------------------------------------------------
 
 
@@ -295,7 +289,6 @@ class ObjectiveSpec:
     context: tuple[str, ...] = ()
     schedule: str | None = None
     models: tuple[str, ...] | None = None
-    build: Callable[..., Objective] | None = None
     required: tuple[str, ...] = ()
 
     @property
@@ -344,13 +337,12 @@ def register(
     context: tuple[str, ...] = (),
     schedule: str | None = None,
     models: tuple[str, ...] | None = None,
-    build: Callable[..., Objective] | None = None,
     required: tuple[str, ...] = (),
 ):
     """Class decorator: register an :class:`Objective` under its CLI ``name``.
 
-    ``params`` are its config/CLI hyperparameters with defaults (see :class:`Param`);
-    ``build(cls, values, context)`` builds it when the plain ``cls(**args, **context)`` does not.
+    ``params`` are its config/CLI hyperparameters with defaults (see :class:`Param`); the
+    builder calls ``cls(**params, **context)`` (:func:`build_from_spec`).
     """
 
     def decorate(cls: type) -> type:
@@ -358,7 +350,7 @@ def register(
             raise ValueError(f"objective {name!r} is registered twice")
         cls.name = name
         OBJECTIVES[name] = ObjectiveSpec(
-            name, cls, summary, tuple(params), tuple(context), schedule, models, build, required
+            name, cls, summary, tuple(params), tuple(context), schedule, models, required
         )
         return cls
 
@@ -460,11 +452,6 @@ def rec_kl(t: Terms, kl: str = "analytic") -> tuple[torch.Tensor, torch.Tensor]:
     return rec, (t.log_qz - t.log_pz).mean(0)
 
 
-def sampled_terms(t: Terms) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monte Carlo ``rec`` and ``kl`` averaged over all the pass's draws, nats ``[B]``."""
-    return -t.log_px.mean(0), (t.log_qz - t.log_pz).mean(0)
-
-
 # -- from a config section to an objective ----------------------------------------------------
 
 
@@ -519,6 +506,4 @@ def build_from_spec(
         if context.get(name) is None:
             raise ValueError(f"objective {spec.name!r} needs {name}; received None")
         kwargs[name] = context[name]
-    if spec.build is not None:
-        return spec.build(**kwargs)
     return spec.cls(**kwargs)

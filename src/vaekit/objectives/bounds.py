@@ -11,19 +11,17 @@ from collections.abc import Callable
 import torch
 
 from vaekit import functional as VF
-from vaekit._checks import check_choice
+from vaekit._checks import check_choice, check_count
 from vaekit.objectives._base import (
     KL_PARAM,
     LossOutput,
     Objective,
     Param,
     analytic_kl,
-    check_count,
     check_weight,
     log_weights,
     rec_kl,
     register,
-    sampled_terms,
 )
 
 __all__ = ["ELBO", "IWAE", "MIWAE", "CIWAE", "PIWAE"]
@@ -162,7 +160,7 @@ class IWAE(Objective):
                 surrogate = -(w * log_w).sum(0)
             # report -IWAE_k, differentiate the surrogate
             per_example_loss = -bound.detach() + (surrogate - surrogate.detach())
-        rec, kl = sampled_terms(t)
+        rec, kl = rec_kl(t, "mc")
         return self._output(per_example_loss, bound=bound, rec=rec, kl=kl, bound_name="iwae")
 
 
@@ -194,7 +192,7 @@ class MIWAE(_Grouped):
         t = log_weights(model, x, self.m * self.k)
         log_w = t.log_w.reshape(self.m, self.k, -1)  # draw i = m * K + k
         bound = VF.log_mean_exp(log_w, dim=1).mean(0)
-        rec, kl = sampled_terms(t)
+        rec, kl = rec_kl(t, "mc")
         return self._output(-bound, bound=bound, rec=rec, kl=kl, bound_name="miwae")
 
 
@@ -233,7 +231,7 @@ class CIWAE(Objective):
         t = log_weights(model, x, self.k)
         log_w = t.log_w
         bound = beta * log_w.mean(0) + (1.0 - beta) * VF.iwae_bound(log_w)
-        rec, kl = sampled_terms(t)
+        rec, kl = rec_kl(t, "mc")
         return self._output(-bound, bound=bound, rec=rec, kl=kl, bound_name="ciwae", weights=w)
 
 
@@ -271,7 +269,7 @@ class PIWAE(_Grouped):
         log_p_bar = model.decode(z_bar).log_prob(x) + t.out.prior.log_prob(z_bar)
         surrogate = -(c_group * log_w).sum(0) - ((c - c_group) * log_p_bar).sum(0)
         per_example_loss = -bound.detach() + (surrogate - surrogate.detach())
-        rec, kl = sampled_terms(t)
+        rec, kl = rec_kl(t, "mc")
         return self._output(
             per_example_loss,
             bound=bound,

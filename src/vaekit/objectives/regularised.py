@@ -16,14 +16,13 @@ import torch.nn.functional as F
 from torch.distributions import Distribution, Independent
 
 from vaekit import functional as VF
-from vaekit._checks import check_choice
+from vaekit._checks import check_choice, check_count
 from vaekit.objectives._base import (
     KL_PARAM,
     LossOutput,
     Objective,
     Param,
     Terms,
-    check_count,
     check_weight,
     describe,
     log_weights,

@@ -12,14 +12,14 @@ from collections.abc import Callable
 import torch
 
 from vaekit import functional as VF
+from vaekit._checks import check_count
 from vaekit.objectives._base import (
     LossOutput,
     Objective,
     Param,
-    check_count,
     log_weights,
+    rec_kl,
     register,
-    sampled_terms,
 )
 
 __all__ = ["Renyi", "renyi_bound"]
@@ -114,7 +114,7 @@ class Renyi(Objective):
         log_w = t.log_w
         renyi = renyi_bound(log_w, alpha)
         bound = renyi if alpha >= 0 else VF.iwae_bound(log_w)
-        rec, kl = sampled_terms(t)
+        rec, kl = rec_kl(t, "mc")
         return self._output(
             -renyi,
             bound=bound,

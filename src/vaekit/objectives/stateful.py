@@ -15,14 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from vaekit._checks import check_choice, check_positive
+from vaekit._checks import check_choice, check_count, check_positive
 from vaekit._distributed import all_reduce_, broadcast_, world_size
 from vaekit.objectives._base import (
     KL_PARAM,
     LossOutput,
     Objective,
     Param,
-    check_count,
     check_weight,
     log_weights,
     rec_kl,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from vaekit._checks import check_count, check_positive
 from vaekit._progress import progress as progress_bar
 
 __all__ = ["fit"]
@@ -73,11 +74,9 @@ def fit(
         (``sum of per-example losses / N``, in the loss's own units, e.g. nats), each example's
         loss taken under the parameters of the step that used it.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1; received {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; received {lr!r}")
+    check_count("epochs", epochs)
+    check_count("batch_size", batch_size)
+    check_positive("lr", lr)
     params = list(module.parameters())
     if device is None:
         device = params[0].device if params else torch.device("cpu")

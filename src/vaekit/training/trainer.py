@@ -197,8 +197,9 @@ class Trainer:
         objective.to(self._device)
         self.state = _EpochState()
         self._stop_signal: int | None = None
-        self._first_bad: torch.Tensor | None = None  # step of the first non-finite loss, on device
-        self._bad_loss: torch.Tensor | None = None  # and its value
+        # the step of the first non-finite loss (-1: none) and its value, kept on the device
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self._device)
+        self._bad_loss = torch.zeros((), device=self._device)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -403,14 +404,9 @@ class Trainer:
                 return
         else:
             # remember the first bad step and its loss on the device; read at the next sync point
-            if self._first_bad is None:
-                self._first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
-                self._bad_loss = torch.zeros((), device=bad.device)
             first = bad & (self._first_bad < 0)
-            step = torch.tensor(s.step, device=bad.device)
-            self._first_bad = torch.where(first, step, self._first_bad)
-            value = loss.detach().float().mean()
-            self._bad_loss = torch.where(first, value, self._bad_loss)
+            self._first_bad = torch.where(first, s.step, self._first_bad)
+            self._bad_loss = torch.where(first, loss.detach().float().mean(), self._bad_loss)
         self.optimizer.zero_grad(set_to_none=True)
         (loss if loss.dim() == 0 else loss.mean()).backward()
         if tc.grad_clip > 0:
@@ -426,7 +422,7 @@ class Trainer:
         """Copies of every tensor a training call may change in place (skip mode)."""
         model = _unwrap(self.model)
         return {
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "model": _clone(model.state_dict()),
             "objective": _clone(self.objective.state_dict()),
         }
 
@@ -439,8 +435,6 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """Raise TrainingError naming the first step whose loss was not finite (one sync)."""
-        if self._first_bad is None:
-            return
         first = self._first_bad
         if self.world > 1:
             first = first.clone()
