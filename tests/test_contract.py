@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import nn
 
 from vaekit import VAE, validation
 from vaekit.cli import main
-from vaekit.config import RunConfig
+from vaekit.config import ModelConfig, RunConfig, load_config
 from vaekit.data import from_tensor
 from vaekit.likelihoods import Bernoulli, RunningGaussian
 from vaekit.models.build import build_model, build_objective
@@ -390,3 +391,79 @@ def test_resume_with_more_epochs_still_works(tiny_npz, tmp_path):
     assert _cli(tiny_npz, out, "--resume", "--epochs", "3") == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["split"] == "train"] == [1, 2, 3]
+
+
+# -- the model section: only what the chosen kind, prior and posterior read ---------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, keys",
+    [
+        ({}, "model network hidden activation latent_dim prior posterior likelihood"),
+        (
+            {"prior": "vamp", "posterior": "iaf", "likelihood": "gaussian"},
+            "model network hidden activation latent_dim prior components pseudo_init posterior "
+            "iaf_steps likelihood scale",
+        ),
+        (
+            {"network": "gated", "prior": "mog"},
+            "model network hidden latent_dim prior components mog_weights posterior likelihood",
+        ),  # fmt: skip
+        (
+            {"model": "hvae", "prior": "vamp"},
+            "model network hidden latent_dim prior components pseudo_init likelihood",
+        ),  # fmt: skip
+        (
+            {"model": "vqvae", "quantizer": "fsq"},
+            "model quantizer num_codes code_dim commitment prior_epochs likelihood",
+        ),  # fmt: skip
+    ],
+)
+def test_the_model_section_holds_only_the_fields_the_model_reads(overrides, keys):
+    cfg = RunConfig().replace(**overrides)
+    assert list(cfg.to_dict()["model"]) == keys.split()
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--quantizer", "ema"], "'quantizer'"),
+        (["--iaf-steps", "3"], "'iaf_steps'"),
+        (["--model", "hvae", "--posterior", "iaf"], "'posterior'"),
+        (["--components", "5"], "'components'"),
+    ],
+)
+def test_a_model_flag_the_model_does_not_read_exits_2_naming_it(
+    tiny_npz, tmp_path, capsys, flags, named
+):
+    out = tmp_path / "run"
+    assert _cli(tiny_npz, out, *flags) == 2
+    err = capsys.readouterr().err
+    assert named in err and "its fields are" in err, err
+    assert not out.exists()
+
+
+def test_a_run_folder_of_vaekit_0_1_still_loads(tmp_path):
+    """0.1 wrote every model field and the 23-field objective union; both still read."""
+    old = {
+        "model": {f.name: getattr(RunConfig().model, f.name) for f in fields(ModelConfig)},
+        "objective": {
+            "objective": "beta_tcvae", "k": 1, "m": 1, "estimator": "standard", "samples": 1,
+            "kl": "auto", "beta": 4.0, "warmup_epochs": 0.0, "free_bits": 0.0,
+            "schedule": "warmup", "cycles": 4, "cycle_ratio": 0.5, "gamma": 0.0,
+            "capacity": 25.0, "capacity_steps": 100000, "tc_estimator": "mss", "dip": "ii",
+            "lambda_od": 10.0, "mmd_weight": 0.0, "kernel": "auto", "alpha": 0.0,
+            "tolerance": 0.0, "margin": 1.0,
+        },
+        "train": {"epochs": 3},
+    }  # fmt: skip
+    old["model"]["hidden"] = list(old["model"]["hidden"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    cfg = load_config(path)
+    # 0.1's gamma = 0 meant the paper's 1 for both MI and the dimension-wise KL
+    assert cfg.objective.values == {
+        "beta": 4.0, "alpha": 1.0, "gamma": 1.0, "tc_estimator": "mss",
+        "schedule": "warmup", "warmup_epochs": 0.0, "cycles": 4, "cycle_ratio": 0.5,
+    }  # fmt: skip
+    assert cfg.train.epochs == 3 and "quantizer" not in cfg.to_dict()["model"]

@@ -481,9 +481,11 @@ def labelled_npz(tmp_path):
 
 
 def _cli_small(path, out, *extra):
+    # the VQ-VAE has no dense networks and no latent_dim: those flags would be refused
+    dense = [] if "vqvae" in extra else ["--hidden", "32", "--latent-dim", "3"]
     flags = [
         "train", "--dataset", "file", "--data-root", str(path), "--binarize", "static",
-        "--hidden", "32", "--latent-dim", "3", "--epochs", "2", "--batch-size", "20",
+        *dense, "--epochs", "2", "--batch-size", "20",
         "--eval-samples", "8", "--no-tensorboard", "--quiet", "--out", str(out), *extra,
     ]  # fmt: skip
     return main(flags)

@@ -65,6 +65,13 @@ class ModelConfig:
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
 
+    def used_fields(self) -> tuple[str, ...]:
+        """The keys that this kind, network, prior, posterior and likelihood read
+        (:func:`vaekit.models.build.model_fields`); the others do nothing."""
+        from vaekit.models.build import model_fields
+
+        return model_fields(self)
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
@@ -209,20 +216,16 @@ class RunConfig:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists), safe for YAML and ``torch.load(weights_only=True)``.
 
-        The objective section holds exactly the chosen objective's fields, resolved.
+        The objective section holds exactly the chosen objective's fields, resolved; the model
+        section the fields that the chosen kind, network, prior, posterior and likelihood read.
         """
 
         def plain(v):
             return list(v) if isinstance(v, tuple) else v
 
-        out = {
-            name: {
-                f.name: plain(getattr(getattr(self, name), f.name))
-                for f in fields(getattr(self, name))
-            }
-            for name in ("model", "train")
-        }
-        return {"model": out["model"], "objective": self.objective.to_dict(), "train": out["train"]}
+        model = {k: plain(getattr(self.model, k)) for k in self.model.used_fields()}
+        train = {f.name: plain(getattr(self.train, f.name)) for f in fields(self.train)}
+        return {"model": model, "objective": self.objective.to_dict(), "train": train}
 
     def replace(self, **flat: Any) -> RunConfig:
         """A copy with flat ``field=value`` overrides routed to their section (values coerced)."""
@@ -291,7 +294,10 @@ def _suggest(key: object) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _apply(cfg: RunConfig, flat: dict[str, Any], source: str) -> RunConfig:
+def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = True) -> RunConfig:
+    """``cfg`` with the flat keys routed to their sections; ``strict``: a model key that the
+    resulting model does not read is an error (off for run folders written by vaekit 0.1,
+    whose config.yaml lists every field)."""
     sections = field_sections()
     per_section: dict[str, dict[str, Any]] = {}
     objective: dict[str, Any] = {}
@@ -306,6 +312,20 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str) -> RunConfig:
     changes = {
         sec: dataclasses.replace(getattr(cfg, sec), **vals) for sec, vals in per_section.items()
     }
+    if strict and "model" in changes:
+        mc = changes["model"]
+        unused = [k for k in per_section["model"] if k not in mc.used_fields()]
+        if unused:
+            chosen = ", ".join(
+                f"{k} {getattr(mc, k)!r}"
+                for k in ("network", "prior", "posterior", "likelihood")
+                if k in mc.used_fields()
+            )
+            raise ValueError(
+                f"model {mc.model!r} ({chosen}) does not use "
+                f"{', '.join(repr(k) for k in unused)} (in {source}); its fields are: "
+                f"{', '.join(mc.used_fields())}"
+            )
     oc = cfg.objective
     name = oc.objective
     if "objective" in objective:
@@ -404,7 +424,9 @@ def load_config(
             raise ValueError(
                 f"config file {str(path)!r} must hold a mapping; received {type(data).__name__}"
             )
-        cfg = _apply(cfg, _flatten(data, str(path)), source=str(path))
+        cfg = _apply(
+            cfg, _flatten(data, str(path)), source=str(path), strict=not _full_model_section(data)
+        )
     if overrides:
         cfg = _apply(cfg, overrides, source="command-line flags")
     return cfg
@@ -412,7 +434,14 @@ def load_config(
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from :meth:`RunConfig.to_dict` output (e.g. from a checkpoint)."""
-    return _apply(RunConfig(), _flatten(data, "saved config"), source="saved config")
+    flat = _flatten(data, "saved config")
+    return _apply(RunConfig(), flat, source="saved config", strict=not _full_model_section(data))
+
+
+def _full_model_section(data: dict[str, Any]) -> bool:
+    """Whether ``data``'s model section lists every model field (vaekit 0.1's config.yaml)."""
+    model = data.get("model")
+    return isinstance(model, dict) and {f.name for f in fields(ModelConfig)} <= set(model)
 
 
 # train fields that a resumed run may change: they do not change the steps it takes
@@ -439,9 +468,9 @@ def trajectory_changes(saved: RunConfig, wanted: RunConfig) -> list[tuple[str, A
     cycles over the run's epochs."""
     a, b = saved.to_dict(), wanted.to_dict()
     changes = []
-    for key in a["model"]:
-        if key not in _AFTER_TRAINING and a["model"][key] != b["model"].get(key):
-            changes.append((key, a["model"][key], b["model"].get(key)))
+    for key in dict.fromkeys([*a["model"], *b["model"]]):
+        if key not in _AFTER_TRAINING and a["model"].get(key) != b["model"].get(key):
+            changes.append((key, a["model"].get(key), b["model"].get(key)))
     for key in dict.fromkeys([*a["objective"], *b["objective"]]):
         if a["objective"].get(key) != b["objective"].get(key):
             changes.append((key, a["objective"].get(key), b["objective"].get(key)))

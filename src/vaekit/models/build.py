@@ -26,6 +26,7 @@ __all__ = [
     "MODEL_KINDS",
     "ModelKind",
     "model_kind",
+    "model_fields",
     "register_model",
     "OBJECTIVES",
     "build_likelihood",
@@ -71,6 +72,7 @@ class ModelKind:
     """A model kind as the config names it (``--model NAME``) and what the run does with it.
 
     ``build(cfg, image_shape, event_shape, init_data, num_classes)`` makes the model;
+    ``fields(cfg)``: the config keys it reads, given the chosen network, prior and posterior;
     ``convolutional``: the encoder takes images (else flat vectors, unless ``network conv``);
     ``closed_form_kl``: KL(q || p) has a closed form for a diagonal posterior and an analytic
     prior; ``quantized``: a VQ model (evaluation by its codes, a code prior after training).
@@ -79,6 +81,7 @@ class ModelKind:
     name: str
     build: Callable[..., nn.Module]
     summary: str
+    fields: Callable[[ModelConfig], tuple[str, ...]]
     convolutional: bool = False
     closed_form_kl: bool = True
     quantized: bool = False
@@ -97,6 +100,56 @@ def model_kind(cfg: ModelConfig) -> ModelKind:
     """The registry entry of ``cfg.model``."""
     check_choice("model", cfg.model, MODEL_KINDS)
     return MODEL_KINDS[cfg.model]
+
+
+# config keys a likelihood, a prior or a posterior reads, beyond its name
+_LIKELIHOOD_FIELDS = {
+    "gaussian": ("scale",),
+    "laplace": ("scale",),
+    "discretized_logistic_mixture": ("mixture_components",),
+}
+_PRIOR_FIELDS = {
+    "mog": ("components", "mog_weights"),
+    "vamp": ("components", "pseudo_init"),
+    "flow": ("flow_layers",),
+}
+_POSTERIOR_FIELDS = {"iaf": ("iaf_steps",)}
+
+
+def model_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    """The model config keys that ``cfg``'s kind, network, prior, posterior and likelihood read."""
+    kind = model_kind(cfg)
+    return ("model", *kind.fields(cfg), "likelihood", *_LIKELIHOOD_FIELDS.get(cfg.likelihood, ()))
+
+
+def _dense_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    activation = () if cfg.network == "gated" else ("activation",)
+    return ("network", "hidden", *activation, "latent_dim")
+
+
+def _vae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    return (
+        *_dense_fields(cfg),
+        "prior",
+        *_PRIOR_FIELDS.get(cfg.prior, ()),
+        "posterior",
+        *_POSTERIOR_FIELDS.get(cfg.posterior, ()),
+    )
+
+
+def _hvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    # dense networks of one width (hidden[0]), gated or with its own activation
+    return ("network", "hidden", "latent_dim", "prior", *_PRIOR_FIELDS.get(cfg.prior, ()))
+
+
+def _cvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    # prior: "standard" only (the builder names the alternative, --conditional-prior)
+    return ("network", "hidden", "latent_dim", "prior", "conditional_prior", "label_embedding")
+
+
+def _vqvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    restart = () if cfg.quantizer == "fsq" else ("restart_after",)
+    return ("quantizer", "num_codes", "code_dim", "commitment", *restart, "prior_epochs")
 
 
 def input_shape(
@@ -275,18 +328,27 @@ def _build_vqvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_clas
     )
 
 
-register_model(ModelKind("vae", _build_vae, "encoder, one stochastic layer z, decoder"))
+register_model(
+    ModelKind("vae", _build_vae, "encoder, one stochastic layer z, decoder", _vae_fields)
+)
 register_model(
     ModelKind(
-        "hvae", _build_hvae, "two stochastic layers (Tomczak & Welling 2018)", closed_form_kl=False
+        "hvae",
+        _build_hvae,
+        "two stochastic layers (Tomczak & Welling 2018)",
+        _hvae_fields,
+        closed_form_kl=False,
     )
 )
-register_model(ModelKind("cvae", _build_cvae, "conditioned on the label y: q(z|x, y), p(x|y, z)"))
+register_model(
+    ModelKind("cvae", _build_cvae, "conditioned on the label y: q(z|x, y), p(x|y, z)", _cvae_fields)
+)
 register_model(
     ModelKind(
         "vqvae",
         _build_vqvae,
         "convolutional VQ-VAE: discrete codes, an autoregressive code prior",
+        _vqvae_fields,
         convolutional=True,
         closed_form_kl=False,
         quantized=True,
