@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty --out (without it, or --resume, a non-empty --out "
+        "is refused)",
+    )
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_flags(t)
@@ -187,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             args.config,
             out=args.out,
             resume=args.resume,
+            overwrite=args.overwrite,
             progress=not args.quiet,
             evaluate_after=not args.no_eval,
             **_overrides(args),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vaekit._checks import check_choice, check_range
+from vaekit._files import atomic_path
 
 if TYPE_CHECKING:
     from vaekit.config import RunConfig
@@ -73,7 +75,12 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attaches itself to fig: render with Agg whatever pyplot's backend
-    fig.savefig(path, dpi=_DPI)
+    tmp = atomic_path(path)  # written then renamed: no half-drawn PNG, no temporary left behind
+    try:
+        fig.savefig(tmp, dpi=_DPI, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from vaekit._files import atomic_write_text
+
 __all__ = ["write_report"]
 
 # Units and one-line meanings of the eval.json keys (DESIGN.md: per-example values, nats).
@@ -94,10 +96,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     page = _PAGE.format(title=escape(run.resolve().name), css=_CSS, body="\n".join(body))
     out = run / "report.html"
     # Write then rename, so a browser that has the report open never reads half a file.
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, page)
 
 
 # ---------------------------------------------------------------------------- reading

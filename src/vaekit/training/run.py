@@ -18,6 +18,7 @@ in :func:`vaekit.data.load_data`, the numbers in :mod:`vaekit.evaluate` (``evalu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from vaekit.training.checkpoint import (
     save_checkpoint,
     state_dict_mismatch,
 )
+from vaekit.training.folder import atomic_write_text, check_fresh, run_lock
 from vaekit.training.trainer import Trainer, resolve_device, wrap_distributed
 
 __all__ = ["train", "evaluate_run", "sample_run", "load_run", "load_data", "DATASETS"]
@@ -98,6 +100,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     evaluate_after: bool = True,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Path:
     """Train a VAE as ``config`` (a YAML path or RunConfig) and flat ``overrides`` say.
@@ -105,6 +108,10 @@ def train(
     Then evaluate it on the test split (``eval_samples`` importance samples), draw the
     figures and write ``report.html``. Returns the run folder. Under ``torchrun`` every
     process trains its shard of each batch; only rank 0 writes files.
+
+    ``out`` must be empty or absent unless ``resume`` (continue the run in it) or
+    ``overwrite`` (remove its run files first); the folder is locked for the whole call, so a
+    second training or evaluation into it is refused while this one runs.
     """
     cfg = _resolve(config, out, resume, overrides)
     run_dir = Path(out)
@@ -137,18 +144,22 @@ def train(
     trainer = Trainer(
         trained, objective, splits, cfg, run_dir, input_shape=shape, progress=progress
     )
-    summary = trainer.fit(resume=resume)
-    if rank != 0:
+    # every check above ran before the folder is touched; from here on it is this run's alone
+    with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+        if rank == 0 and not resume:
+            check_fresh(run_dir, overwrite)
+        summary = trainer.fit(resume=resume)
+        if rank != 0:
+            return run_dir
+        atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2))
+        if model_kind(cfg.model).quantized and cfg.model.prior_epochs:
+            fit_run_code_prior(run_dir, progress=progress)
+        if evaluate_after:
+            evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
+        else:  # every run folder gets its report; the evaluation figures come with `vaekit eval`
+            plots.draw_loss_curves(run_dir)
+            write_report(run_dir)
         return run_dir
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if model_kind(cfg.model).quantized and cfg.model.prior_epochs:
-        fit_run_code_prior(run_dir, progress=progress)
-    if evaluate_after:
-        evaluate_run(run_dir, samples=cfg.train.eval_samples, progress=progress)
-    else:  # every run folder gets its report; the evaluation figures come with `vaekit eval`
-        plots.draw_loss_curves(run_dir)
-        write_report(run_dir)
-    return run_dir
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
@@ -298,10 +309,11 @@ def evaluate_run(
     }
     if "disentanglement" in metrics:
         result["disentanglement"] = disentanglement_scores(model, cfg, shape)
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    if figures:
-        plots.draw_run_figures(run_dir, model, cfg, splits, x, view.y, result)
-        write_report(run_dir)
+    with run_lock(run_dir):
+        atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
+        if figures:
+            plots.draw_run_figures(run_dir, model, cfg, splits, x, view.y, result)
+            write_report(run_dir)
     return result
 
 
