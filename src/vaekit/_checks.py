@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import reprlib
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -74,6 +75,17 @@ def broadcast(**tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise ValueError(f"shapes do not broadcast: {desc}") from None
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother = 60, 60
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut to a line: an error message never prints a huge (or alias-bombed
+    YAML) value in full."""
+    return _SHORT.repr(value)
+
+
 def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
     """Raise ValueError for a value not in ``choices``, with a "did you mean" suggestion."""
     choices = list(choices)
@@ -81,7 +93,7 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
         return
     close = difflib.get_close_matches(str(value), choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"{name} must be one of {choices}; received {value!r}{hint}")
+    raise ValueError(f"{name} must be one of {choices}; received {short_repr(value)}{hint}")
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from vaekit._checks import check_choice
+from vaekit._checks import check_choice, short_repr
 
 __all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_config"]
 
@@ -181,7 +181,7 @@ def _at_least(section: object, **bounds: float) -> None:
     for name, low in bounds.items():
         value = getattr(section, name)
         if not value >= low:
-            raise ValueError(f"config key {name!r} must be >= {low}; received {value!r}")
+            raise ValueError(f"config key {name!r} must be >= {low}; received {short_repr(value)}")
 
 
 # the objective a model kind trains with when none is named
@@ -279,7 +279,9 @@ def _coerce(cls, name: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"config key {name!r} expects {kind}; received {value!r}") from None
+        raise ValueError(
+            f"config key {name!r} expects {kind}; received {short_repr(value)}"
+        ) from None
 
 
 def _as_int(value: Any) -> int:
@@ -303,7 +305,7 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
     objective: dict[str, Any] = {}
     for key, value in flat.items():
         if key not in sections:
-            raise ValueError(f"unknown config key {key!r} in {source}{_suggest(key)}")
+            raise ValueError(f"unknown config key {short_repr(key)} in {source}{_suggest(key)}")
         sec = sections[key]
         if sec == "objective":
             objective[key] = value
@@ -354,7 +356,7 @@ def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
         if key in ("model", "objective", "train"):
             if not isinstance(value, dict):
                 raise ValueError(
-                    f"section {key!r} in {source} must be a mapping; received {value!r}"
+                    f"section {key!r} in {source} must be a mapping; received {short_repr(value)}"
                 )
             if key == "objective" and _is_legacy(value):
                 model = data.get("model")
@@ -364,7 +366,8 @@ def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
                 if sections.get(k) != key:
                     where = f" (it belongs to {sections[k]!r})" if k in sections else ""
                     raise ValueError(
-                        f"unknown key {k!r} in section {key!r} of {source}{where}{_suggest(k)}"
+                        f"unknown key {short_repr(k)} in section {key!r} of {source}{where}"
+                        f"{_suggest(k)}"
                     )
                 flat[k] = v
         else:

@@ -162,8 +162,39 @@ class DataSplits:
     seed: int = 0
 
 
+def _as_real_tensor(name: str, x: object) -> torch.Tensor:
+    """``x`` as a tensor of real numbers; other dtypes are refused by name, not by torch."""
+    if isinstance(x, np.ndarray):
+        kind = x.dtype.kind
+        if kind not in "biuf" or x.dtype.fields is not None:
+            what = "complex" if kind == "c" else "not a plain real number type"
+            raise ValueError(
+                f"{name} must hold real numbers (float, integer or bool); received dtype "
+                f"{x.dtype.descr if x.dtype.fields is not None else x.dtype} ({what})"
+            )
+        if not x.dtype.isnative:  # big-endian data (or little-endian on a big-endian host)
+            x = x.astype(x.dtype.newbyteorder("="))
+    elif isinstance(x, torch.Tensor) and x.is_complex():
+        raise ValueError(
+            f"{name} must hold real numbers (float, integer or bool); received dtype "
+            f"{x.dtype} (complex)"
+        )
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{name} must be an array of real numbers; received {type(x).__name__} ({err})"
+        ) from None
+    if t.is_complex():
+        raise ValueError(
+            f"{name} must hold real numbers (float, integer or bool); received dtype "
+            f"{t.dtype} (complex)"
+        )
+    return t
+
+
 def _as_images(name: str, x: object) -> torch.Tensor:
-    x = torch.as_tensor(x)
+    x = _as_real_tensor(name, x)
     if x.dtype == torch.uint8:
         x = x.float() / 255.0  # 8-bit pixels: the one integer format with an obvious scale
     elif x.dtype == torch.bool or not x.is_floating_point():
@@ -184,12 +215,24 @@ def _as_images(name: str, x: object) -> torch.Tensor:
 def _as_labels(name: str, y: object, n: int) -> torch.Tensor | None:
     if y is None:
         return None
-    y = torch.as_tensor(y)
+    y = _as_real_tensor(name, y)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"{name} must have shape [{n}]; received shape {tuple(y.shape)}")
-    if y.is_floating_point() and not bool((y == y.round()).all()):
+    if y.is_floating_point() and not bool((torch.isfinite(y) & (y == y.round())).all()):
         raise ValueError(f"{name} must hold integer class labels; received non-integer values")
-    return y.to(torch.int64)
+    if n and (y.is_floating_point() or y.dtype == torch.uint64):
+        top = float(y.to(torch.float64).max())  # range-check before the cast to int64
+        if top >= 2.0**63:
+            raise ValueError(
+                f"{name} must be class indices that fit in int64; received maximum {top:.6g}"
+            )
+    y = y.to(torch.int64)
+    if n and int(y.min()) < 0:
+        raise ValueError(
+            f"{name} must be class indices in 0..C-1 (non-negative integers); received "
+            f"{int((y < 0).sum())} negative labels, minimum {int(y.min())}"
+        )
+    return y
 
 
 def _infer_image_shape(x: torch.Tensor) -> tuple[int, ...]:
@@ -235,7 +278,7 @@ def from_tensor(
         check_choice("binarize", binarize, BINARIZE)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; received {seed!r}")
-    shaped = torch.as_tensor(train)
+    shaped = _as_real_tensor("train", train)
     image_shape = tuple(image_shape) if image_shape else _infer_image_shape(shaped)
     arrays = {
         "train": (train, train_labels),
@@ -269,3 +312,25 @@ def from_tensor(
         event_shape=(math.prod(image_shape),),
         seed=seed,
     )
+
+
+def check_labels_seen_in_train(splits: DataSplits) -> None:
+    """Refuse validation/test labels that the training labels never use.
+
+    A conditional model's number of classes is ``max(train_labels) + 1``, so an unseen label
+    would fail only when that split is first evaluated (after a whole epoch); a data file is
+    checked at load instead. Raises ValueError naming the split's labels.
+    """
+    train_y = splits.train.y
+    if train_y is None or not len(train_y):
+        return
+    classes = int(train_y.max()) + 1
+    for split in (splits.valid, splits.test):
+        y = None if split is None else split.y
+        if y is not None and len(y) and int(y.max()) >= classes:
+            unseen = sorted(set(y[y >= classes].tolist()))
+            raise ValueError(
+                f"{split.split}_labels must be classes seen in train_labels, 0..{classes - 1} "
+                f"(a model's number of classes comes from the training labels); received "
+                f"{len(unseen)} unseen label value(s), e.g. {unseen[:5]}"
+            )

@@ -54,7 +54,9 @@ def resolve_data_path(
     # Lexical check on purpose: resolving symlinks would reject a data dir that is itself a
     # link to another disk, and ``..`` is the escape a config file can actually express.
     path = Path(os.path.normpath(root / name))
-    if not path.is_relative_to(root):
+    # Compared as absolute paths: a relative root ("." or "..", e.g. VAEKIT_DATA=.) has no
+    # leading parts to compare, so "../x" would pass a purely relative comparison.
+    if not Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root)):
         raise ValueError(
             f"{what} must be a path inside the data directory {str(root)!r}; "
             f"received {str(name)!r}, which resolves to {str(path)!r}"

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from vaekit._checks import check_finite, validation_enabled
 from vaekit.likelihoods import Bernoulli
 from vaekit.outputs import VAEOutput
 from vaekit.posteriors import DiagonalGaussian
@@ -60,10 +61,39 @@ class VAE(nn.Module):
         """
         if samples < 1:
             raise ValueError(f"samples must be >= 1; received {samples}")
+        self._check_input(x)
         h = self.encoder(x)
         q = self.posterior(h)
+        p = self.prior() if prior is None else prior
+        _check_prior_matches(p, q)
         z = q.rsample((samples,))
-        return VAEOutput(h, q, z, self.prior() if prior is None else prior, self.decode(z))
+        return VAEOutput(h, q, z, p, self.decode(z))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """x's type, dtype and batch (free: no host sync), and its values when validation is on."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a torch.Tensor [B, ...]; received {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"x must be a floating-point tensor (e.g. uint8 pixels as x.float() / 255); "
+                f"received dtype {x.dtype}"
+            )
+        if x.dim() < 1 or x.shape[0] == 0:
+            raise ValueError(
+                f"x must be a batch [B, ...] of B >= 1 examples; received shape {tuple(x.shape)}"
+            )
+        param = next((t for t in self.encoder.parameters() if t.is_floating_point()), None)
+        if (
+            param is not None
+            and x.dtype != param.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise ValueError(
+                f"x must have the model's dtype {param.dtype}; received dtype {x.dtype} "
+                f"(convert one of them, e.g. x.to({param.dtype}) or model.to({x.dtype}))"
+            )
+        if validation_enabled():
+            check_finite("x", x)
 
     def detached_posterior(self, out: VAEOutput) -> Distribution:
         """q(z|x) rebuilt from ``out`` with its parameters detached (z keeps its path): the
@@ -82,3 +112,17 @@ class VAE(nn.Module):
         """E[x | z = E_q[z|x]] (or a draw with ``mean=False``): ``[B, *x_shape]``."""
         px = self.decode(self.encode(x).mean)
         return px.mean if mean else px.sample()
+
+
+def _check_prior_matches(p: Distribution, q: Distribution) -> None:
+    """p(z) and q(z|x) must share their event shape (free: shapes only, no host sync)."""
+    if tuple(p.event_shape) != tuple(q.event_shape):
+
+        def dim(shape: torch.Size) -> str:
+            return str(shape[0]) if len(shape) == 1 else f"event shape {tuple(shape)}"
+
+        raise ValueError(
+            f"prior must have the posterior's latent dimension {dim(q.event_shape)}; received "
+            f"a prior of dimension {dim(p.event_shape)} (e.g. StandardNormal(D) with D = "
+            f"half the encoder's output features for DiagonalGaussian)"
+        )

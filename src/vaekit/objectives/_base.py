@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from vaekit._checks import check_choice, check_positive
+from vaekit._checks import check_choice, check_positive, short_repr
 from vaekit.outputs import LossOutput
 
 __all__ = [
@@ -228,7 +228,7 @@ class Param:
             want = "a finite number" if self.type is float else self.type.__name__
             raise ValueError(
                 f"objective {objective!r}: config key {self.name!r} expects {want}"
-                f"{' or null' if self.optional else ''}; received {value!r}"
+                f"{' or null' if self.optional else ''}; received {short_repr(value)}"
             ) from None
         if self.low is not None and not value >= self.low:
             what = (

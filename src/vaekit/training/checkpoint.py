@@ -44,9 +44,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         finally:
             os.close(dir_fd)
     except OSError as e:
+        previous = (
+            "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
+        )
         raise OSError(
-            e.errno,
-            f"could not write checkpoint {path} ({e.strerror}); the previous checkpoint is intact",
+            e.errno, f"could not write checkpoint {path} ({e.strerror}); {previous}"
         ) from e
     finally:
         if tmp is not None and os.path.exists(tmp):
@@ -74,9 +76,11 @@ def load_checkpoint(
             f"checkpoint {path} holds objects other than tensors and plain data and was "
             f"refused (weights_only=True): {str(e).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever the unpickler raises on garbage bytes
         # first sentence only: torch goes on to suggest weights_only=False, which is unsafe
         reason = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
+        if not isinstance(e, RuntimeError | EOFError | zipfile.BadZipFile | OSError):
+            reason = f"{type(e).__name__}: {reason}"
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {reason}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a vaekit checkpoint (no 'model' entry)")

@@ -216,6 +216,7 @@ def _build(cfg: RunConfig, splits):
 
 
 _CODE_PRIOR = "code_prior.pt"
+MAX_SAMPLES = 4096  # images in one sample grid (64 x 64)
 
 
 def _load_code_prior(path: Path, device="cpu"):
@@ -330,8 +331,8 @@ def sample_run(
 
     ``label``: the class to condition on (conditional models only).
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1; received {n}")
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"n must be in 1..{MAX_SAMPLES} (one PNG grid); received {n}")
     model, cfg, splits = load_run(run_dir, "best")
     if len(splits.image_shape) != 3:
         raise ValueError(

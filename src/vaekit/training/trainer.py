@@ -305,6 +305,7 @@ class Trainer:
                 generator.set_state(epoch_start_gen)
             self.model.train()
             self.objective.train()
+            skipped_before = s.skipped_nan
             bar = progress(
                 total=self.steps_per_epoch,
                 initial=s.batch_in_epoch,
@@ -350,6 +351,7 @@ class Trainer:
                     return
             bar.close()
             self._check_finite()
+            self._check_skipped(s.skipped_nan - skipped_before)
             train_row = _means(sums)
             s.epoch += 1
             s.batch_in_epoch = 0
@@ -451,6 +453,17 @@ class Trainer:
             f"last good checkpoint: {last or 'none written yet'}. Lower the learning rate, "
             "enable --grad-clip, or pass --on-nan skip to skip such batches"
         )
+
+    def _check_skipped(self, skipped: int) -> None:
+        """A run that skipped more than half of an epoch's steps (``--on-nan skip``) has
+        diverged: a TrainingError, not a finished run with nothing learnt."""
+        if 2 * skipped > self.steps_per_epoch:
+            raise TrainingError(
+                f"{skipped} of the {self.steps_per_epoch} steps of epoch {self.state.epoch + 1} "
+                "had a non-finite loss and were skipped: the run has diverged. Lower the "
+                f"learning rate or enable --grad-clip; last good checkpoint: "
+                f"{self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else 'none written yet'}"
+            )
 
     @torch.no_grad()
     def _validate(self) -> float:
