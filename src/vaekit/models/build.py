@@ -182,13 +182,26 @@ def build_model(
     return model_kind(cfg).build(cfg, image_shape, event_shape, init_data, num_classes)
 
 
-def _prior_vamp(cfg: ModelConfig, encoder, posterior, shape, init_data) -> nn.Module:
+def _vamp_init(cfg: ModelConfig, init_data, shape) -> str | torch.Tensor:
+    """VampPrior pseudo-inputs' initialisation: ``"random"``, or training data (``--pseudo-init
+    data``), of which there must be at least ``--components`` examples."""
     check_choice("pseudo_init", cfg.pseudo_init, ("random", "data"))
-    init: str | torch.Tensor = "random"
-    if cfg.pseudo_init == "data":
-        if init_data is None:
-            raise ValueError("pseudo_init='data' needs training data (init_data)")
-        init = init_data.reshape(init_data.shape[0], *shape)
+    if cfg.pseudo_init == "random":
+        return "random"
+    if init_data is None:
+        raise ValueError("pseudo_init='data' needs training data (init_data)")
+    components = cfg.components or 500
+    if init_data.shape[0] < components:
+        raise ValueError(
+            f"--pseudo-init data draws --components {components} pseudo-inputs from the "
+            f"training set, which has {init_data.shape[0]} examples: lower --components or use "
+            "--pseudo-init random"
+        )
+    return init_data.reshape(init_data.shape[0], *shape)
+
+
+def _prior_vamp(cfg: ModelConfig, encoder, posterior, shape, init_data) -> nn.Module:
+    init = _vamp_init(cfg, init_data, shape)
     return P.VampPrior(encoder, posterior, shape, components=cfg.components or 500, init=init)
 
 
@@ -267,11 +280,7 @@ def _build_hvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_class
             f"model 'hvae' takes prior 'standard' or 'vamp' over its top layer; received {cfg.prior!r}"
         )
     shape = _flat_shape(image_shape, event_shape)
-    init: str | torch.Tensor = "random"
-    if cfg.pseudo_init == "data" and cfg.prior == "vamp":
-        if init_data is None:
-            raise ValueError("pseudo_init='data' needs training data (init_data)")
-        init = init_data.reshape(init_data.shape[0], *shape)
+    init = _vamp_init(cfg, init_data, shape) if cfg.prior == "vamp" else "random"
     return build_hvae(
         shape,
         latent_dims=(cfg.latent_dim, cfg.latent_dim),

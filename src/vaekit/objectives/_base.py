@@ -90,6 +90,7 @@ class Objective(nn.Module):
 
     name: ClassVar[str] = ""  # the CLI name, set by register()
     weights: ClassVar[tuple[str, ...]] = ()  # hyperparameters that may be schedules
+    min_batch: ClassVar[int] = 1  # examples a training call needs (batch statistics need 2)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -163,6 +163,11 @@ class BetaTCVAE(Objective):
         self.dataset_size, self.estimator = dataset_size, estimator
         self.beta, self.alpha, self.gamma = beta, alpha, gamma
 
+    @property
+    def min_batch(self) -> int:
+        """Minibatch stratified sampling needs two examples; weighted sampling one."""
+        return 2 if self.estimator == "mss" else 1
+
     def forward(self, model, x, *, y=None, step=None) -> LossOutput:
         w = self.weights_at(step)
         t = log_weights(model, x, 1)
@@ -220,6 +225,8 @@ class DIPVAE(Objective):
     latent units, unitless) is a batch statistic: ``per_example["dip"]`` repeats it for every
     example; metrics ``dip_offdiag``, ``dip_diag`` (the unweighted sums).
     """
+
+    min_batch = 2  # a covariance over the batch
 
     def __init__(
         self,

@@ -152,6 +152,7 @@ class FactorVAE(Objective):
     """
 
     weights = ("gamma",)
+    min_batch = 2  # two halves of the batch train the discriminator
 
     def __init__(
         self,

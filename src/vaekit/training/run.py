@@ -118,6 +118,11 @@ def train(
     _init_distributed()
     rank = dist.get_rank() if dist.is_initialized() else 0
     splits = load_data(cfg.train)
+    if evaluate_after and getattr(splits, "test", None) is None:
+        raise ValueError(
+            "the data set has no test split, which the evaluation after training needs: add "
+            "one (a 'test' array) or pass --no-eval"
+        )
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)

@@ -188,10 +188,13 @@ class Trainer:
                 f"batch_size ({self.tc.batch_size}) is larger than the training set ({n} examples); "
                 f"use --batch-size {n} or less"
             )
-        if self.tc.batch_size < self.world:
+        # every rank's shard must hold the examples one training call of the objective needs
+        self._min_batch = self.world * objective.min_batch
+        if self.tc.batch_size < self._min_batch:
             raise ValueError(
-                f"batch_size ({self.tc.batch_size}) must be at least the number of processes "
-                f"({self.world})"
+                f"batch_size ({self.tc.batch_size}) must be >= {self._min_batch}: objective "
+                f"{objective.name or type(objective).__name__!r} needs >= {objective.min_batch} "
+                f"examples per call on each of {self.world} process(es)"
             )
         self.steps_per_epoch = math.ceil(n / self.tc.batch_size)
         objective.to(self._device)
@@ -318,7 +321,8 @@ class Trainer:
             ):
                 if i < s.batch_in_epoch:
                     continue
-                if x.shape[0] >= self.world:  # a last batch smaller than the world is dropped
+                # a last batch too small for every rank's shard (or the objective) is dropped
+                if x.shape[0] >= self._min_batch:
                     x, y = self._shard(x, y)
                     x = prepare_input(model, x, self.input_shape)
                     with _conditioned(model, y):
