@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.cli import train_flags
 from vaekit.cli import main
 from vaekit.objectives import ELBO
 from vaekit.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -23,14 +24,6 @@ def npz(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, train=x[:60], valid=x[60:80], test=x[80:])
     return path
-
-
-def _flags(npz, out, *extra):
-    return [
-        "train", "--dataset", "file", "--data-root", str(npz), "--binarize", "static",
-        "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--batch-size", "20",
-        "--eval-samples", "4", "--no-tensorboard", "--quiet", "--out", str(out), *extra,
-    ]  # fmt: skip
 
 
 def _one_line_error(capsys) -> str:
@@ -52,7 +45,7 @@ def test_non_finite_and_wrong_type_flags_are_refused_before_training(
     npz, tmp_path, capsys, flags, pattern
 ):
     out = tmp_path / "run"
-    assert main(_flags(npz, out, *flags)) == 2
+    assert main(train_flags(npz, out, *flags)) == 2
     assert re.search(pattern, _one_line_error(capsys))
     assert not out.exists()
 
@@ -66,14 +59,14 @@ def test_a_yaml_alias_bomb_gives_a_short_error(npz, tmp_path, capsys):
     levels.append("epochs: *i")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(levels) + "\n")
-    assert main(_flags(npz, tmp_path / "run", "--config", str(bomb))) == 2
+    assert main(train_flags(npz, tmp_path / "run", "--config", str(bomb))) == 2
     err = _one_line_error(capsys)
     assert len(err) < 500, err[:300]
 
 
 def test_sample_refuses_an_absurd_count(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_flags(npz, out, "--no-eval")) == 0
+    assert main(train_flags(npz, out, "--no-eval")) == 0
     capsys.readouterr()
     assert main(["sample", str(out), "--n", "1000000000"]) == 2
     assert "n must be in 1..4096" in _one_line_error(capsys)
@@ -92,7 +85,7 @@ def test_a_run_that_skips_most_of_an_epoch_fails_and_its_log_is_valid_json(
 
     monkeypatch.setattr(ELBO, "forward", mostly_nan)
     out = tmp_path / "run"
-    assert main(_flags(npz, out, "--on-nan", "skip")) == 1
+    assert main(train_flags(npz, out, "--on-nan", "skip")) == 1
     err = capsys.readouterr().err
     assert "3 of the 3 steps of epoch 1" in err and "diverged" in err, err
     for line in (
@@ -152,7 +145,7 @@ def _npz(tmp_path, n_train, test=True):
 def test_a_last_batch_of_one_is_dropped_for_objectives_that_need_two(tmp_path, objective):
     # 61 examples in batches of 20: the last batch holds one example
     out = tmp_path / "run"
-    flags = _flags(_npz(tmp_path, 61), out, "--objective", objective, "--no-eval")
+    flags = train_flags(_npz(tmp_path, 61), out, "--objective", objective, "--no-eval")
     assert main(flags) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3  # the one-example batch was not a step
@@ -160,7 +153,7 @@ def test_a_last_batch_of_one_is_dropped_for_objectives_that_need_two(tmp_path, o
 
 def test_a_batch_size_an_objective_cannot_use_is_refused_up_front(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_flags(npz, out, "--objective", "factor_vae", "--batch-size", "1")) == 2
+    assert main(train_flags(npz, out, "--objective", "factor_vae", "--batch-size", "1")) == 2
     err = _one_line_error(capsys)
     assert "batch_size" in err and "factor_vae" in err and ">= 2" in err, err
     assert not out.exists()
@@ -169,17 +162,17 @@ def test_a_batch_size_an_objective_cannot_use_is_refused_up_front(npz, tmp_path,
 def test_a_data_set_without_a_test_split_is_refused_before_training(tmp_path, capsys):
     path = _npz(tmp_path, 60, test=False)
     out = tmp_path / "run"
-    assert main(_flags(path, out)) == 2
+    assert main(train_flags(path, out)) == 2
     err = _one_line_error(capsys)
     assert "test" in err and "--no-eval" in err, err
     assert not out.exists()
-    assert main(_flags(path, out, "--no-eval")) == 0
+    assert main(train_flags(path, out, "--no-eval")) == 0
 
 
 def test_more_data_initialised_pseudo_inputs_than_examples_names_the_flags(npz, tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--prior", "vamp", "--pseudo-init", "data", "--components", "500"]
-    assert main(_flags(npz, out, *flags)) == 2
+    assert main(train_flags(npz, out, *flags)) == 2
     err = _one_line_error(capsys)
     assert "--components" in err and "--pseudo-init" in err and "60" in err, err
     assert not out.exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.cli import train_flags
 from vaekit.cli import main
 from vaekit.training.folder import run_lock
 
@@ -36,23 +37,15 @@ def npz(tmp_path):
     return path
 
 
-def _flags(npz, out, *extra):
-    return [
-        "train", "--dataset", "file", "--data-root", str(npz), "--binarize", "static",
-        "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--batch-size", "20",
-        "--eval-samples", "4", "--no-tensorboard", "--quiet", "--out", str(out), *extra,
-    ]  # fmt: skip
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def test_a_finished_run_is_not_overwritten_without_resume_or_overwrite(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_flags(npz, out)) == 0
+    assert main(train_flags(npz, out)) == 0
     before = _files(out)
-    assert main(_flags(npz, out, "--seed", "3")) == 2
+    assert main(train_flags(npz, out, "--seed", "3")) == 2
     err = capsys.readouterr().err
     assert "is not empty" in err and "--resume" in err and "--overwrite" in err, err
     assert len(err.strip().splitlines()) == 1
@@ -61,9 +54,9 @@ def test_a_finished_run_is_not_overwritten_without_resume_or_overwrite(npz, tmp_
 
 def test_overwrite_replaces_the_run_and_only_a_runs_files(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_flags(npz, out)) == 0
+    assert main(train_flags(npz, out)) == 0
     old_eval = json.loads((out / "eval.json").read_text())
-    assert main(_flags(npz, out, "--seed", "3", "--overwrite")) == 0
+    assert main(train_flags(npz, out, "--seed", "3", "--overwrite")) == 0
     assert json.loads((out / "eval.json").read_text()) != old_eval
     import yaml
 
@@ -71,7 +64,7 @@ def test_overwrite_replaces_the_run_and_only_a_runs_files(npz, tmp_path, capsys)
     # a folder that holds something else is not a run folder: --overwrite removes nothing
     (out / "notes.txt").write_text("mine")
     before = _files(out)
-    assert main(_flags(npz, out, "--overwrite")) == 2
+    assert main(train_flags(npz, out, "--overwrite")) == 2
     assert "notes.txt" in capsys.readouterr().err
     assert _files(out) == before
 
@@ -91,11 +84,11 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
 
 def test_a_second_process_is_refused_while_the_first_holds_the_folder(npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_flags(npz, out)) == 0
+    assert main(train_flags(npz, out)) == 0
     before = _files(out)
     holder = _hold_lock(out)
     try:
-        for flags in (_flags(npz, out, "--resume", "--epochs", "2"), ["eval", str(out)]):
+        for flags in (train_flags(npz, out, "--resume", "--epochs", "2"), ["eval", str(out)]):
             assert main(flags) == 2
             err = capsys.readouterr().err
             assert f"in use by process {holder.pid}" in err, err
@@ -105,7 +98,7 @@ def test_a_second_process_is_refused_while_the_first_holds_the_folder(npz, tmp_p
         holder.wait()
     # the holder was killed: its lock is stale and the next run takes it over
     assert (out / ".lock").exists()
-    assert main(_flags(npz, out, "--resume", "--epochs", "2")) == 0
+    assert main(train_flags(npz, out, "--resume", "--epochs", "2")) == 0
     assert not (out / ".lock").exists()
 
 
@@ -117,7 +110,7 @@ def test_two_trainings_started_into_one_folder_one_runs_one_is_refused(npz, tmp_
             sys.executable,
             "-m",
             "vaekit.cli",
-            *_flags(npz, out, "--epochs", "100000", "--time-limit", "0.3", "--no-eval"),
+            *train_flags(npz, out, "--epochs", "100000", "--time-limit", "0.3", "--no-eval"),
         ],
         env=env,
         stderr=subprocess.PIPE,
@@ -128,7 +121,7 @@ def test_two_trainings_started_into_one_folder_one_runs_one_is_refused(npz, tmp_
         while not (out / "metrics.jsonl").exists() and time.time() < deadline:
             time.sleep(0.05)
         second = subprocess.run(
-            [sys.executable, "-m", "vaekit.cli", *_flags(npz, out, "--no-eval")],
+            [sys.executable, "-m", "vaekit.cli", *train_flags(npz, out, "--no-eval")],
             env=env,
             capture_output=True,
             text=True,
@@ -156,9 +149,9 @@ def test_run_lock_is_reentrant_and_leaves_no_folder_when_nothing_was_written(tmp
 
 def test_results_older_than_the_checkpoint_are_not_shown_as_current(npz, tmp_path):
     out = tmp_path / "run"
-    assert main(_flags(npz, out)) == 0
+    assert main(train_flags(npz, out)) == 0
     assert (out / "eval.json").exists()
-    assert main(_flags(npz, out, "--resume", "--epochs", "2", "--no-eval")) == 0
+    assert main(train_flags(npz, out, "--resume", "--epochs", "2", "--no-eval")) == 0
     assert not (out / "eval.json").exists()  # it described epoch 1's checkpoint
     report = (out / "report.html").read_text()
     assert "No eval.json yet" in report and "from eval.json" not in report
@@ -168,7 +161,7 @@ def test_a_full_disk_during_eval_leaves_the_old_results_and_no_temporary(
     npz, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "run"
-    assert main(_flags(npz, out)) == 0
+    assert main(train_flags(npz, out)) == 0
     before = _files(out)
     original = Path.write_text
 
