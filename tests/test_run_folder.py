@@ -177,3 +177,32 @@ def test_a_full_disk_during_eval_leaves_the_old_results_and_no_temporary(
     assert after["eval.json"] == before["eval.json"]
     assert after["report.html"] == before["report.html"]
     assert not [name for name in after if name.endswith(".tmp") or ".tmp." in name]
+
+
+def test_sigkill_during_eval_leaves_the_previous_results_and_the_folder_usable(npz, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_flags(npz, out)) == 0
+    before = _files(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for delay in (0.5, 2.0, 4.0):  # killed while loading, while evaluating, while writing
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vaekit.cli", "eval", str(out), "--samples", "2000", "--quiet"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        after = _files(out)
+        lock = after.pop(".lock", None)  # a killed writer may leave its lock: it is stale
+        for name in ("checkpoint.pt", "best.pt", "config.yaml"):
+            assert after[name] == before[name], name
+        # each result file is the old one or a whole new one, never a cut one
+        new_eval = json.loads(after["eval.json"])
+        assert after["eval.json"] == before["eval.json"] or new_eval["samples"] == 2000
+        assert after["report.html"].rstrip().endswith(b"</html>")
+        assert not [n for n in after if ".tmp" in n], after.keys()
+        assert lock is None or int(lock.split()[0]) == proc.pid
+    assert main(["eval", str(out), "--samples", "4", "--quiet"]) == 0  # a stale lock is taken over
+    assert json.loads((out / "eval.json").read_text())["samples"] == 4
