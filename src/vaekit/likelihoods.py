@@ -103,6 +103,9 @@ class _Event(Independent):
 
 def _check_x_shape(value: torch.Tensor, event_shape: torch.Size, batch_shape: torch.Size) -> None:
     """x must end in the event shape and its leading axes must broadcast to the batch shape."""
+    full = batch_shape + event_shape
+    if value.dim() <= len(full) and value.shape == full[len(full) - value.dim() :]:
+        return  # a suffix of the full shape (the common case): broadcasts, no general test
     n = len(event_shape)
     if tuple(value.shape[value.dim() - n :]) != tuple(event_shape):
         raise ValueError(

@@ -164,14 +164,34 @@ class Objective(nn.Module):
             per_example["elbo"] = elbo
         per_example["loss"] = per_example_loss
         per_example.update(terms)
-        means = {"loss": per_example_loss.detach().mean(), bound_name: bound.detach().mean()}
-        means.update(
-            {"elbo": elbo.detach().mean(), "rec": rec.detach().mean(), "kl": kl.detach().mean()}
-        )
-        means.update({k: v.detach().mean() for k, v in terms.items()})
+        names = ["loss", bound_name, *(["elbo"] if bound_name != "elbo" else []), "rec", "kl"]
+        names += list(terms)
+        values = [per_example_loss, bound, *([elbo] if bound_name != "elbo" else []), rec, kl]
+        values += list(terms.values())
+        means = _batch_means(names, values)
         means.update({k: torch.as_tensor(v).detach() for k, v in (metrics or {}).items()})
-        means.update({k: torch.tensor(float(v)) for k, v in (weights or {}).items()})
+        means.update({k: self._weight_tensor(k, v) for k, v in (weights or {}).items()})
         return LossOutput(_reduce(per_example_loss, self.reduction), per_example, means)
+
+    def _weight_tensor(self, name: str, value: float) -> torch.Tensor:
+        """``value`` as a 0-dim tensor, reused while the weight stays the same (read-only)."""
+        cache = self.__dict__.setdefault("_weight_tensors", {})
+        value = float(value)
+        hit = cache.get(name)
+        if hit is None or hit[0] != value:
+            hit = cache[name] = (value, torch.tensor(value))
+        return hit[1]
+
+
+def _batch_means(names: list[str], values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached batch means of per-example tensors, by name: one stacked reduction when the
+    tensors share shape and dtype (the training step's common case), else one mean each."""
+    first = values[0]
+    if first.dim() > 0 and all(v.shape == first.shape and v.dtype == first.dtype for v in values):
+        with torch.no_grad():
+            stacked = torch.stack(values).flatten(1).mean(1)
+        return dict(zip(names, stacked.unbind(0), strict=True))
+    return {k: v.detach().mean() for k, v in zip(names, values, strict=True)}
 
 
 def _reduce(per_example: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -40,6 +40,8 @@ __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "resolve_device"]
 
 
 # what _state_dict writes and fit(resume=True) reads
+# steps whose losses wait on the device between two non-finite checks (a sync point folds them)
+_LOSS_BUFFER = 256
 _RESUME_KEYS = {"model", "optimizer", "config", "progress", "rng", "epoch_sums"}
 
 
@@ -200,9 +202,14 @@ class Trainer:
         objective.to(self._device)
         self.state = _EpochState()
         self._stop_signal: int | None = None
-        # the step of the first non-finite loss (-1: none) and its value, kept on the device
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=self._device)
-        self._bad_loss = torch.zeros((), device=self._device)
+        self._dev = self._device  # fixed from here on (the objective was moved to it)
+        # the step of the first non-finite loss (-1: none) and its value, kept on the device;
+        # the step's losses wait in a small device buffer, folded in at sync points (or when full)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self._dev)
+        self._bad_loss = torch.zeros((), device=self._dev)
+        self._losses: torch.Tensor | None = None  # allocated with the first loss's dtype
+        self._n_losses = 0
+        self._losses_from = 0  # the step of self._losses[0]
 
     # -- files ---------------------------------------------------------------------------
 
@@ -393,14 +400,16 @@ class Trainer:
         s, tc = self.state, self.tc
         skip = tc.on_nan == "skip"
         snapshot = self._snapshot() if skip else None
-        with torch.autocast(
-            self._device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
-        ):
+        autocast = (
+            torch.autocast(self._dev.type, dtype=torch.bfloat16)
+            if tc.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with autocast:
             out = self.objective(self.model, x, y=y, step=s.step)
         loss = out.loss
-        bad = ~torch.isfinite(loss.detach()).all()
         if skip:
-            bad = bad.to(torch.int32)
+            bad = (~torch.isfinite(loss.detach()).all()).to(torch.int32)
             if self.world > 1:  # every rank skips the same steps
                 dist.all_reduce(bad, op=dist.ReduceOp.MAX)
             if bool(bad):  # one host sync per step, in skip mode only
@@ -409,10 +418,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return
         else:
-            # remember the first bad step and its loss on the device; read at the next sync point
-            first = bad & (self._first_bad < 0)
-            self._first_bad = torch.where(first, s.step, self._first_bad)
-            self._bad_loss = torch.where(first, loss.detach().float().mean(), self._bad_loss)
+            self._record_loss(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         (loss if loss.dim() == 0 else loss.mean()).backward()
         if tc.grad_clip > 0:
@@ -420,9 +426,32 @@ class Trainer:
         self.optimizer.step()
         s.step += 1
         # aggregate on the device; the host sees them only at log points
-        for k, v in out.metrics.items():
-            sums[k] = sums.get(k, torch.zeros((), device=v.device)) + v.detach()
-        sums["_n"] = sums.get("_n", torch.zeros((), device=loss.device)) + 1
+        _accumulate(sums, out.metrics)
+
+    def _record_loss(self, loss: torch.Tensor) -> None:
+        """Keep this step's loss on the device (no sync) for :meth:`_check_finite`."""
+        value = loss if loss.dim() == 0 else loss.float().mean()
+        if self._losses is None or self._losses.dtype != value.dtype:
+            self._fold_losses()
+            self._losses = torch.empty(_LOSS_BUFFER, dtype=value.dtype, device=value.device)
+        elif self._n_losses == _LOSS_BUFFER:
+            self._fold_losses()
+        if self._n_losses == 0:
+            self._losses_from = self.state.step
+        self._losses[self._n_losses] = value
+        self._n_losses += 1
+
+    def _fold_losses(self) -> None:
+        """Fold the buffered losses into (first bad step, its loss), on the device (no sync)."""
+        n, self._n_losses = self._n_losses, 0
+        if n == 0 or self._losses is None:
+            return
+        losses = self._losses[:n]
+        bad = ~torch.isfinite(losses)
+        i = torch.argmax(bad.to(torch.uint8))  # the first bad index (0 when none is bad)
+        first = bad.any() & (self._first_bad < 0)
+        self._first_bad = torch.where(first, self._losses_from + i, self._first_bad)
+        self._bad_loss = torch.where(first, losses[i], self._bad_loss)
 
     def _snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
         """Copies of every tensor a training call may change in place (skip mode)."""
@@ -441,6 +470,7 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """Raise TrainingError naming the first step whose loss was not finite (one sync)."""
+        self._fold_losses()
         first = self._first_bad
         if self.world > 1:
             first = first.clone()
@@ -591,6 +621,23 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The user's module under torch.compile and DDP wrappers (whose state keys are prefixed)."""
     model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, _DDP) else model
+
+
+def _accumulate(sums: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
+    """``sums[k] += metrics[k]`` for every metric and ``sums["_n"] += 1``, on the device: one
+    fused ``_foreach_add_`` once every key has its running sum (the sums are ours to update)."""
+    if "_n" in sums and all(k in sums for k in metrics):
+        torch._foreach_add_([sums[k] for k in metrics], [v.detach() for v in metrics.values()])
+        sums["_n"].add_(1)
+        return
+    for k, v in metrics.items():
+        sums[k] = sums.get(k, torch.zeros((), device=v.device)) + v.detach()
+    n = sums.get("_n")
+    sums["_n"] = (n if n is not None else torch.zeros((), device=_device_of(metrics))) + 1
+
+
+def _device_of(metrics: dict[str, torch.Tensor]) -> torch.device:
+    return next(iter(metrics.values())).device if metrics else torch.device("cpu")
 
 
 def _means(sums: dict[str, torch.Tensor]) -> dict[str, float]:
