@@ -134,6 +134,16 @@ def test_runner_reads_blocks_output_and_commands():
     ]
 
 
+def test_runner_finds_the_readme_commands():
+    # guards the extraction: the README's quick start and command-line sections are found
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = [
+        argv for b in blocks(readme) if b.lang in SHELL_LANGS for argv in command_lines(b.text)
+    ]
+    assert ["data", "fetch", "mnist"] in found and ["train", "--out", "runs/mnist"] in found
+    assert sum(argv[0] == "train" for argv in found) >= 10
+
+
 def test_runner_runs_a_page_in_one_namespace(tmp_path):
     assert [r["status"] for r in _results(tmp_path, PAGE)] == ["ok", "ok"]
 
