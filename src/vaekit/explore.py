@@ -103,7 +103,7 @@ def _conv_transpose(prog: _Program, m: nn.ConvTranspose2d, where: str) -> None:
 
 def _emit(prog: _Program, m: nn.Module, where: str) -> None:
     """Append the operations of module ``m`` (named ``where`` in the decoder)."""
-    from vaekit.models.networks import ConvDecoder, GatedDense, GatedMLP, MLP
+    from vaekit.models.networks import MLP, ConvDecoder, GatedDense, GatedMLP
 
     if isinstance(m, MLP | GatedMLP):
         _emit(prog, m.net, f"{where}.net")
@@ -287,9 +287,7 @@ def explore_run(
     if int(n_images) < 2:
         raise ValueError(f"n_images must be >= 2 (images A and B); received {n_images}")
     if int(max_examples) < int(n_images):
-        raise ValueError(
-            f"max_examples must be >= n_images ({n_images}); received {max_examples}"
-        )
+        raise ValueError(f"max_examples must be >= n_images ({n_images}); received {max_examples}")
     run_dir = Path(run_dir)
     model, cfg, splits = load_run(run_dir, "best")
     compile_decoder(model)  # refuse an unsupported model before encoding anything
@@ -308,7 +306,9 @@ def explore_run(
     images = _to_unit(model, x).reshape(x.shape[0], -1)
     title = f"vaekit explore: {run_dir.resolve().name}"
     data = page_data(model, x, images, splits.image_shape, masks, names, n_images, title)
-    path = atomic_write_text(Path(out) if out is not None else run_dir / "explore.html", render(data))
+    path = atomic_write_text(
+        Path(out) if out is not None else run_dir / "explore.html", render(data)
+    )
     if out is None and (run_dir / "report.html").exists():
         write_report(run_dir)
     return path

@@ -118,9 +118,7 @@ def _ts(t, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """``t`` as a 1-D tensor of the codes' dtype, and whether it was a scalar."""
     t_tensor = torch.as_tensor(t, dtype=like.dtype, device=like.device)
     if t_tensor.dim() > 1 or not torch.isfinite(t_tensor).all():
-        raise ValueError(
-            f"t must be a finite number or a 1-D sequence of them; received {t!r}"
-        )
+        raise ValueError(f"t must be a finite number or a 1-D sequence of them; received {t!r}")
     return t_tensor.reshape(-1), t_tensor.dim() == 0
 
 
@@ -160,7 +158,7 @@ def slerp(z0, z1, t, eps: float = 1e-6) -> torch.Tensor:
     z0, z1 = _pair(z0, z1)
     ts, scalar = _ts(t, z0)
     n0, n1 = z0.norm(dim=-1, keepdim=True), z1.norm(dim=-1, keepdim=True)
-    cos = ((z0 * z1).sum(-1, keepdim=True) / (n0 * n1).clamp_min(torch.finfo(z0.dtype).tiny))
+    cos = (z0 * z1).sum(-1, keepdim=True) / (n0 * n1).clamp_min(torch.finfo(z0.dtype).tiny)
     omega = torch.arccos(cos.clamp(-1.0, 1.0))
     sin = torch.sin(omega)
     degenerate = (sin < eps) | (n0 == 0) | (n1 == 0)
@@ -361,9 +359,8 @@ def data_attributes(
         raise ValueError(f"split must name a split the data set has; {split!r} is None")
     view = data.eval_view() if hasattr(data, "eval_view") else data
     n = min(len(view), int(max_examples))
-    factors = getattr(view, "factors", None)
-    if factors is not None and splits.name == "dsprites":
-        masks, names = _dsprites_masks(factors[:n])
+    if callable(getattr(view, "factors", None)) and splits.name == "dsprites":
+        masks, names = _dsprites_masks(view.subset(n).factors())
     elif view.y is not None:
         y = view.y[:n].long()
         k = int(view.y.max()) + 1
