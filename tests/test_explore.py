@@ -7,11 +7,8 @@ itself in Chromium (skipped when it is not installed) against the same Python de
 
 from __future__ import annotations
 
-import html
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ from scipy.special import erf
 from torch import nn
 
 import vaekit
+from tests.helpers.chromium import chromium_or_skip, page_pixels, run_page
 from tests.helpers.cli import train_flags
 from vaekit import latent, likelihoods
 from vaekit.cli import main
@@ -191,40 +189,11 @@ def test_the_page_is_self_contained():
 # ------------------------------------------------------------- the page in headless Chromium
 
 
-def _chromium():
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return exe
-
-
-def _run_page(exe, path, profile, test: dict) -> dict:
-    url = f"file://{path}#test=" + json.dumps(test, separators=(",", ":"))
-    proc = subprocess.run(
-        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    m = re.search(r'<pre id="vaekit-test-output"[^>]*>(.*?)</pre>', proc.stdout, re.S)
-    assert m and m.group(1), proc.stdout[-2000:]
-    out = json.loads(html.unescape(m.group(1)))
-    assert "error" not in out, out
-    return out
-
-
-def _pixels(rgba: list, shape) -> np.ndarray:
-    """Canvas RGBA bytes -> [C, H, W] values 0-255."""
-    c, h, w = shape
-    a = np.asarray(rgba, np.float64).reshape(h, w, 4)
-    return a[..., :c].transpose(2, 0, 1) if c == 3 else a[None, ..., 0]
-
-
 @pytest.mark.parametrize(
     "case", ["mlp-relu-bernoulli-img", "conv-odd-size", "conv-rgb-softplus-learned-scale"]
 )
 def test_slider_changes_the_canvas_to_the_python_decoders_image(case, tmp_path):
-    exe = _chromium()
+    exe = chromium_or_skip()
     model = _model("mlp", (1, 4, 4), hidden=(8,)) if case.endswith("-img") else CASES[case]()
     model = _sensitive(model)
     shape = (1, 4, 4) if case.endswith("-img") else model.encoder.image_shape
@@ -232,18 +201,18 @@ def test_slider_changes_the_canvas_to_the_python_decoders_image(case, tmp_path):
     path = tmp_path / "explore.html"
     path.write_text(page)
     unit = data["units"][0]["unit"]
-    out = _run_page(exe, path, tmp_path / "profile", {"a": 2, "units": {str(unit): 3.0}})
+    out = run_page(exe, path, tmp_path / "profile", {"a": 2, "units": {str(unit): 3.0}})
     expected_z = np.array(data["codes"][2])
     expected_z[unit] += 3.0
     np.testing.assert_allclose(out["z"], expected_z, atol=1e-6)
-    before, after = _pixels(out["before"], shape), _pixels(out["after"], shape)
+    before, after = page_pixels(out["before"], shape), page_pixels(out["after"], shape)
     assert np.abs(after - before).max() >= 2  # the slider moved the picture
     reference = latent.decode(model, torch.tensor(expected_z, dtype=torch.float32), unit=True)
     np.testing.assert_allclose(after, (reference.reshape(shape).numpy() * 255).round(), atol=1.01)
 
 
 def test_interpolation_and_attribute_sliders_in_chromium(tmp_path):
-    exe = _chromium()
+    exe = chromium_or_skip()
     model = _sensitive(
         _model("conv", (1, 6, 6), activation="leaky_relu", channels=(3,), hidden=(5,))
     )
@@ -251,7 +220,7 @@ def test_interpolation_and_attribute_sliders_in_chromium(tmp_path):
     path = tmp_path / "explore.html"
     path.write_text(page)
     test = {"a": 1, "b": 4, "t": 0.4, "mode": "slerp", "attrs": {"odd": -1.5}}
-    out = _run_page(exe, path, tmp_path / "profile", test)
+    out = run_page(exe, path, tmp_path / "profile", test)
     z0, z1 = np.array(data["codes"][1]), np.array(data["codes"][4])
     omega = np.arccos(z0 @ z1 / np.linalg.norm(z0) / np.linalg.norm(z1))
     z = (np.sin(0.6 * omega) * z0 + np.sin(0.4 * omega) * z1) / np.sin(omega)
@@ -259,7 +228,7 @@ def test_interpolation_and_attribute_sliders_in_chromium(tmp_path):
     np.testing.assert_allclose(out["z"], z, atol=1e-5)
     reference = latent.decode(model, torch.tensor(z, dtype=torch.float32), unit=True)
     np.testing.assert_allclose(
-        _pixels(out["after"], (1, 6, 6)), (reference.numpy() * 255).round(), atol=1.01
+        page_pixels(out["after"], (1, 6, 6)), (reference.numpy() * 255).round(), atol=1.01
     )
 
 
