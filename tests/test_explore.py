@@ -151,6 +151,15 @@ def test_an_unsupported_layer_is_refused_by_name():
         compile_decoder(model)
 
 
+def test_a_model_other_than_an_unconditional_vae_is_refused():
+    from vaekit.config import ModelConfig
+    from vaekit.models.build import build_model
+
+    hvae = build_model(ModelConfig(model="hvae", hidden=(8,), latent_dim=2), (1, 4, 4), (16,))
+    with pytest.raises(ValueError, match="unconditional vaekit VAE.*HVAE"):
+        compile_decoder(hvae)
+
+
 def test_an_unsupported_likelihood_is_refused_by_name():
     model = _model("mlp", (6,), likelihood=likelihoods.Categorical(bins=4), hidden=(4,))
     with pytest.raises(ValueError, match="likelihood Categorical"):
