@@ -18,7 +18,7 @@ from torch import nn
 
 import vaekit
 from tests.helpers.chromium import chromium_or_skip, page_pixels, run_page
-from tests.helpers.cli import train_flags
+from tests.helpers.cli import tiny_npz, train_flags
 from vaekit import latent, likelihoods
 from vaekit.cli import main
 from vaekit.explore import compile_decoder, page_data, render
@@ -101,39 +101,40 @@ def _np_decode(prog, z):
     return np.clip((v - head["lo"]) / (head["hi"] - head["lo"]), 0, 1)
 
 
-CASES = {
-    "mlp-relu-bernoulli": lambda: _model("mlp", (12,), hidden=(8, 6)),
-    "mlp-gelu-continuous-bernoulli": lambda: _model(
-        "mlp", (10,), likelihood=likelihoods.ContinuousBernoulli(), activation="gelu", hidden=(7,)
+def _gaussian():
+    return likelihoods.Gaussian(scale="learned")
+
+
+CASES = {  # name: (network kind, input shape, likelihood, activation, network sizes)
+    "mlp-relu-bernoulli": ("mlp", (12,), likelihoods.Bernoulli, "relu", {"hidden": (8, 6)}),
+    "mlp-gelu-continuous-bernoulli": (
+        "mlp", (10,), likelihoods.ContinuousBernoulli, "gelu", {"hidden": (7,)},
     ),
-    "mlp-elu-gaussian-learned": lambda: _model(
-        "mlp",
-        (1, 3, 3),
-        likelihood=likelihoods.Gaussian(scale="learned"),
-        activation="elu",
-        hidden=(5,),
+    "mlp-elu-gaussian-learned": ("mlp", (1, 3, 3), _gaussian, "elu", {"hidden": (5,)}),
+    "mlp-tanh": ("mlp", (6,), likelihoods.Bernoulli, "tanh", {"hidden": (5, 4)}),
+    "mlp-silu": ("mlp", (6,), likelihoods.Bernoulli, "silu", {"hidden": (5,)}),
+    "mlp-sigmoid": ("mlp", (6,), likelihoods.Bernoulli, "sigmoid", {"hidden": (5,)}),
+    "gated-laplace": ("gated", (9,), lambda: likelihoods.Laplace(0.1), None, {"hidden": (6,)}),
+    "conv-odd-size": (
+        "conv", (1, 14, 14), likelihoods.Bernoulli, "relu", {"channels": (3, 4), "hidden": (8,)},
     ),
-    "gated-laplace": lambda: _model(
-        "gated", (9,), likelihood=likelihoods.Laplace(0.1), hidden=(6,)
+    "conv-rgb-softplus-learned-scale": (
+        "conv", (3, 8, 8), _gaussian, "softplus", {"channels": (2,), "hidden": (6,)},
     ),
-    "conv-odd-size": lambda: _model("conv", (1, 14, 14), channels=(3, 4), hidden=(8,)),
-    "conv-rgb-softplus-learned-scale": lambda: _model(
-        "conv",
-        (3, 8, 8),
-        likelihood=likelihoods.Gaussian(scale="learned"),
-        activation="softplus",
-        channels=(2,),
-        hidden=(6,),
-    ),  # fmt: skip
-    "conv-leaky-silu": lambda: _model(
-        "conv", (1, 6, 6), activation="leaky_relu", channels=(3,), hidden=(5,)
+    "conv-leaky-relu": (
+        "conv", (1, 6, 6), likelihoods.Bernoulli, "leaky_relu", {"channels": (3,), "hidden": (5,)},
     ),
-}
+}  # fmt: skip
+
+
+def _case(name: str) -> vaekit.VAE:
+    kind, shape, likelihood, activation, sizes = CASES[name]
+    return _model(kind, shape, likelihood=likelihood(), activation=activation, **sizes)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_program_matches_the_pytorch_decoder(case):
-    model = CASES[case]()
+    model = _case(case)
     prog = compile_decoder(model)
     z = torch.randn(6, prog["latent_dim"]) * 2
     expected = latent.decode(model, z, unit=True).reshape(6, -1).double().numpy()
@@ -203,7 +204,7 @@ def test_the_page_is_self_contained():
 )
 def test_slider_changes_the_canvas_to_the_python_decoders_image(case, tmp_path):
     exe = chromium_or_skip()
-    model = _model("mlp", (1, 4, 4), hidden=(8,)) if case.endswith("-img") else CASES[case]()
+    model = _model("mlp", (1, 4, 4), hidden=(8,)) if case.endswith("-img") else _case(case)
     model = _sensitive(model)
     shape = (1, 4, 4) if case.endswith("-img") else model.encoder.image_shape
     data, page = _page(model, shape)
@@ -246,16 +247,7 @@ def test_interpolation_and_attribute_sliders_in_chromium(tmp_path):
 
 @pytest.fixture
 def npz(tmp_path):
-    g = np.random.default_rng(0)
-    protos = g.random((3, 16))
-
-    def make(n):
-        return np.clip(protos[g.integers(0, 3, n)] + 0.1 * g.normal(size=(n, 16)), 0, 1)
-
-    path = tmp_path / "tiny.npz"
-    np.savez(path, **{s: make(n).astype(np.float32).reshape(-1, 4, 4) for s, n in
-                      (("train", 60), ("valid", 20), ("test", 20))})  # fmt: skip
-    return path
+    return tiny_npz(tmp_path / "tiny.npz")
 
 
 def test_vaekit_explore_writes_the_page_and_the_report_links_it(npz, tmp_path, capsys):
