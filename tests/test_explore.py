@@ -261,3 +261,23 @@ def test_vaekit_explore_writes_the_page_and_the_report_links_it(npz, tmp_path, c
     assert 'href="explore.html"' in (run / "report.html").read_text()
     assert main(["explore", str(run), "--images", "1"]) == 2
     assert "n_images must be >= 2" in capsys.readouterr().err
+
+    from PIL import Image
+
+    folder = tmp_path / "labelled"
+    g = np.random.default_rng(0)
+    for label in ("bright", "dark"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            a = g.integers(150, 256, (4, 4)) if label == "bright" else g.integers(0, 100, (4, 4))
+            Image.fromarray(a.astype(np.uint8), mode="L").save(folder / label / f"{i}.png")
+    out = tmp_path / "labelled.html"
+    assert main(["explore", str(run), "--labels-from", str(folder), "--out", str(out)]) == 0
+    data = json.loads(re.search(r'id="vaekit-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert set(data["attributes"]) == {"bright", "dark"}
+    small = tmp_path / "small"
+    for label in ("a", "b"):
+        (small / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((3, 3), np.uint8), mode="L").save(small / label / "0.png")
+    assert main(["explore", str(run), "--labels-from", str(small), "--out", str(out)]) == 2
+    assert "images of the run's size (1, 4, 4); received 9 pixels" in capsys.readouterr().err

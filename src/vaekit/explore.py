@@ -294,6 +294,11 @@ def explore_run(
     masks = names = None
     if labels_from is not None:
         flat, masks, names = latent.folder_attributes(labels_from)
+        if flat.shape[1] != math.prod(splits.event_shape):
+            raise ValueError(
+                f"labels_from must hold images of the run's size {tuple(splits.image_shape)}; "
+                f"received {flat.shape[1]} pixels per image in {str(labels_from)!r}"
+            )
         flat, masks = flat[:max_examples], masks[:max_examples]
         x = latent._prepare(model, cfg, splits, flat)
     else:
