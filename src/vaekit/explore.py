@@ -525,6 +525,7 @@ if (location.hash.startsWith("#test=")) try {
   for (const [n, v] of Object.entries(T.attrs || {}))
     move(Array.from(document.querySelectorAll("input[data-attribute]")).find((r) => r.dataset.attribute === n), v);
   const after = Array.from($("out").getContext("2d").getImageData(0, 0, Wd, H).data);
-  $("vaekit-test-output").textContent = JSON.stringify({ z: Array.from(lastCode), before, after });
+  const t0 = performance.now(); decode(lastCode); const ms = performance.now() - t0;
+  $("vaekit-test-output").textContent = JSON.stringify({ z: Array.from(lastCode), before, after, ms });
 } catch (err) { $("vaekit-test-output").textContent = JSON.stringify({ error: String(err) }); }
 """
