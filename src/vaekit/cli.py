@@ -174,9 +174,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     x.add_argument("run_dir")
     x.add_argument("--out", default=None, help="HTML path (default RUN_DIR/explore.html)")
-    x.add_argument("--images", type=int, default=24, help="test images to pick A and B from")
     x.add_argument(
-        "--examples", type=int, default=2000, help="test images for the KL ranking and attributes"
+        "--images", type=int, default=24, help="test images to pick A and B from (default 24)"
+    )
+    x.add_argument(
+        "--examples",
+        type=int,
+        default=2000,
+        help="test images for the KL ranking and attributes (default 2000)",
     )
     x.add_argument(
         "--labels-from",
