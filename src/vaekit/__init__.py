@@ -2,7 +2,7 @@
 
 Every public module is an attribute after ``import vaekit``. The light ones (``functional``,
 ``likelihoods``, ``posteriors``, ``priors``, ``objectives``, ``schedules``, ``quantizers``) are
-imported here; ``evaluate``, ``data``, ``metrics``, ``models`` and the run API (``train``,
+imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``latent`` and the run API (``train``,
 ``evaluate_run``, ``sample_run``, ``load_run``) are imported on first access.
 """
 
