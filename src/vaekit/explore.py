@@ -373,7 +373,7 @@ _SCRIPT = r"""
 const DATA = JSON.parse(document.getElementById("vaekit-data").textContent);
 function bytes(s) { const b = atob(s), u = new Uint8Array(b.length);
   for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i); return u; }
-const W = new Float32Array(bytes(DATA.weights).buffer);
+const W = DATA.weights === undefined ? null : new Float32Array(bytes(DATA.weights).buffer);
 const D = DATA.latent_dim, [C, H, Wd] = DATA.image_shape, NPIX = H * Wd;
 
 function erf(x) {  // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7
@@ -471,10 +471,17 @@ function currentCode() {
   for (let i = 0; i < D; i++) z[i] += state.delta[i];
   return z;
 }
-let lastCode = null;
-function update() {
-  const z = currentCode(); lastCode = z;
-  paint($("out"), decode(z), unitVal);
+// The decoder: this page's program, or (runtime onnxruntime-web) the ONNX session that the
+// module script below hands over; either maps a code to E[x|z] in [0, 1].
+const decoder = DATA.ops !== undefined ? Promise.resolve(async (z) => decode(z))
+  : new Promise((resolve, reject) => { window.vaekitDecoder = { resolve, reject }; });
+let lastCode = null, latest = 0;
+async function update() {
+  const z = currentCode(), id = ++latest;
+  const m = await (await decoder)(z);
+  if (id !== latest) return;  // a newer update is on its way: draw only the last one
+  lastCode = z;
+  paint($("out"), m, unitVal);
   $("zinfo").textContent = "A = #" + state.a + ", B = #" + state.b + ", t = " + state.t;
   for (const [i, c] of Array.from($("gallery").children).entries()) {
     c.classList.toggle("a", i === state.a); c.classList.toggle("b", i === state.b); }
@@ -508,11 +515,12 @@ $("reset").addEventListener("click", () => {
   for (const r of document.querySelectorAll("#units input, #attrs input")) { r.value = 0; r.nextSibling.textContent = "0"; }
   update();
 });
-update();
+const ready = update().catch((err) => { $("zinfo").textContent = "decoder failed: " + err; throw err; });
 // Test hook: #test={"a":i,"b":j,"t":..,"mode":..,"units":{"d":v},"attrs":{"name":s}} moves the
 // controls through their own input events and writes the code and the canvas pixels below.
-if (location.hash.startsWith("#test=")) try {
+if (location.hash.startsWith("#test=")) (async () => {
   const T = JSON.parse(decodeURIComponent(location.hash.slice(6)));
+  await ready;
   const before = Array.from($("out").getContext("2d").getImageData(0, 0, Wd, H).data);
   const gal = $("gallery").children;
   if (T.a !== undefined) gal[T.a].dispatchEvent(new MouseEvent("click"));
@@ -524,8 +532,9 @@ if (location.hash.startsWith("#test=")) try {
   for (const [d, v] of Object.entries(T.units || {})) move(document.querySelector('input[data-unit="' + d + '"]'), v);
   for (const [n, v] of Object.entries(T.attrs || {}))
     move(Array.from(document.querySelectorAll("input[data-attribute]")).find((r) => r.dataset.attribute === n), v);
+  await update();
   const after = Array.from($("out").getContext("2d").getImageData(0, 0, Wd, H).data);
-  const t0 = performance.now(); decode(lastCode); const ms = performance.now() - t0;
+  const t0 = performance.now(); await (await decoder)(lastCode); const ms = performance.now() - t0;
   $("vaekit-test-output").textContent = JSON.stringify({ z: Array.from(lastCode), before, after, ms });
-} catch (err) { $("vaekit-test-output").textContent = JSON.stringify({ error: String(err) }); }
+})().catch((err) => { $("vaekit-test-output").textContent = JSON.stringify({ error: String(err) }); });
 """
