@@ -242,6 +242,65 @@ def test_interpolation_and_attribute_sliders_in_chromium(tmp_path):
     )
 
 
+# ------------------------------------------------------------- the ONNX / onnxruntime-web runtime
+
+
+@pytest.mark.parametrize(
+    "case", ["mlp-gelu-continuous-bernoulli", "conv-odd-size", "gated-laplace"]
+)
+def test_onnx_export_matches_pytorch_in_onnxruntime(case):
+    ort = pytest.importorskip("onnxruntime")
+    from vaekit.explore import _onnx_decoder
+
+    model = _case(case)
+    onnx_bytes, numel = _onnx_decoder(model)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    for z in torch.randn(4, 1, model.prior().event_shape[0]) * 2:
+        (out,) = session.run(None, {"z": z.numpy()})
+        expected = latent.decode(model, z, unit=True).reshape(1, -1).numpy()
+        assert out.shape == (1, numel)
+        # the continuous-Bernoulli mean cancels next to lam = 1/2: float32 logs of two
+        # libraries differ there by ~1e-5 (a 300th of one 8-bit grey level)
+        np.testing.assert_allclose(out, expected, atol=5e-5 if "continuous" in case else 1e-5)
+
+
+def test_runtime_misuse_is_refused_before_loading_the_run(tmp_path):
+    from vaekit.explore import explore_run
+
+    with pytest.raises(ValueError, match="ort_dir must name onnxruntime-web's dist folder"):
+        explore_run(tmp_path / "no-run", runtime="onnxruntime-web")
+    with pytest.raises(ValueError, match="without ort.wasm.bundle.min.mjs"):
+        explore_run(tmp_path / "no-run", runtime="onnxruntime-web", ort_dir=tmp_path)
+    with pytest.raises(ValueError, match="ort_dir applies to runtime 'onnxruntime-web'"):
+        explore_run(tmp_path / "no-run", ort_dir=tmp_path)
+    with pytest.raises(ValueError, match="runtime"):
+        explore_run(tmp_path / "no-run", runtime="onnx")
+
+
+def test_onnxruntime_web_page_in_chromium(tmp_path):
+    """Runs where onnxruntime-web is installed: VAEKIT_ORT_DIR=.../node_modules/onnxruntime-web."""
+    import os
+
+    ort_dir = os.environ.get("VAEKIT_ORT_DIR")
+    if not ort_dir:
+        pytest.skip("set VAEKIT_ORT_DIR to onnxruntime-web's folder (npm install onnxruntime-web)")
+    exe = chromium_or_skip()
+    model = _sensitive(_case("conv-odd-size"))
+    x = torch.rand(4, 1, 14, 14)
+    data = page_data(model, x, x.reshape(4, -1), (1, 14, 14), n_images=4, runtime="onnxruntime-web")
+    path = tmp_path / "explore.html"
+    path.write_text(render(data, ort_dir))
+    unit = data["units"][0]["unit"]
+    out = run_page(exe, path, tmp_path / "profile", {"a": 1, "units": {unit: 2.5}}, wait_ms=30000)
+    z = np.array(data["codes"][1])
+    z[unit] += 2.5
+    np.testing.assert_allclose(out["z"], z, atol=1e-6)
+    after = page_pixels(out["after"], (1, 14, 14))
+    assert np.abs(after - page_pixels(out["before"], (1, 14, 14))).max() >= 2
+    reference = latent.decode(model, torch.tensor(z, dtype=torch.float32), unit=True)
+    np.testing.assert_allclose(after, (reference.numpy() * 255).round(), atol=1.01)
+
+
 # ------------------------------------------------------------- the command
 
 

@@ -189,6 +189,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="attributes from a folder of labelled sub-folders (DIR/<label>/*.png)",
     )
+    x.add_argument(
+        "--runtime",
+        default="js",
+        choices=["js", "onnxruntime-web"],
+        help="js: the decoder as a small program in the page (default); onnxruntime-web: an ONNX "
+        "export run by onnxruntime-web inlined from --ort-dir (~16 MB page)",
+    )
+    x.add_argument(
+        "--ort-dir", default=None, metavar="DIR", help="onnxruntime-web's dist folder (npm)"
+    )
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -262,6 +272,8 @@ def _run(args: argparse.Namespace) -> int:
                 n_images=args.images,
                 max_examples=args.examples,
                 labels_from=args.labels_from,
+                runtime=args.runtime,
+                ort_dir=args.ort_dir,
             )
         )
     elif args.command == "data":

@@ -31,7 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["compile_decoder", "explore_run", "page_data"]
+from vaekit._checks import check_choice, validation
+
+__all__ = ["RUNTIMES", "compile_decoder", "explore_run", "page_data", "render"]
+
+RUNTIMES = ("js", "onnxruntime-web")
 
 # activation module -> (JS name, its parameters)
 _ACTIVATIONS = {
@@ -166,6 +170,18 @@ def _mean_head(likelihood) -> dict:
     return {"kind": kind, "n_params": int(getattr(likelihood, "n_params", 1)), "lo": lo, "hi": hi}
 
 
+def _latent_dim(model) -> int:
+    """D of an unconditional :class:`vaekit.VAE` (anything else is refused, by name)."""
+    from vaekit.models.vae import VAE
+
+    if not isinstance(model, VAE) or getattr(model, "given", None) is not None:
+        raise ValueError(
+            f"model must be an unconditional vaekit VAE (encoder, decoder, prior, likelihood); "
+            f"received {type(model).__name__}: the explorer runs one decoder p(x|z)"
+        )
+    return int(model.prior().event_shape[0])
+
+
 def compile_decoder(model) -> dict:
     """The decoder of ``model`` as a page program: ``{"ops", "weights", "latent_dim", "head"}``.
 
@@ -176,14 +192,7 @@ def compile_decoder(model) -> dict:
     float32 buffer (``numpy``); ``head`` the likelihood mean applied to the first
     ``numel(x)`` outputs. Raises ``ValueError`` naming a layer the page cannot run.
     """
-    from vaekit.models.vae import VAE
-
-    if not isinstance(model, VAE) or getattr(model, "given", None) is not None:
-        raise ValueError(
-            f"model must be an unconditional vaekit VAE (encoder, decoder, prior, likelihood); "
-            f"received {type(model).__name__}: the explorer runs one decoder p(x|z)"
-        )
-    latent_dim = int(model.prior().event_shape[0])
+    latent_dim = _latent_dim(model)
     prog = _Program(latent_dim)
     _emit(prog, model.decoder, "decoder")
     head = _mean_head(model.likelihood)
@@ -196,6 +205,100 @@ def compile_decoder(model) -> dict:
     head["numel"] = n_out // head["n_params"]
     weights = np.concatenate(prog.chunks) if prog.chunks else np.zeros(0, np.float32)
     return {"ops": prog.ops, "weights": weights, "latent_dim": latent_dim, "head": head}
+
+
+class _MeanImage(nn.Module):
+    """``z [B, D] -> (E[x|z] - lo) / (hi - lo)`` clamped to [0, 1], flat ``[B, numel]``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        from vaekit.likelihoods import ContinuousBernoulli
+
+        lo, hi = self.model.likelihood.data_range
+        px = self.model.decode(z)
+        if isinstance(self.model.likelihood, ContinuousBernoulli):
+            m = _cb_mean(px.base_dist.logits)
+        else:
+            m = px.mean
+        return ((m - lo) / (hi - lo)).clamp(0, 1).reshape(z.shape[0], -1)
+
+
+def _cb_mean(logits: torch.Tensor) -> torch.Tensor:
+    """torch's continuous-Bernoulli mean, ``lam / (2 lam - 1) + 1 / (log(1 - lam) - log lam)``
+    with its series ``1/2 + d/3 + 16 d^3/45`` for ``|lam - 1/2| <= 0.001``, written with ops
+    the ONNX exporter can express (torch's own uses ``max`` over booleans)."""
+    p = torch.sigmoid(logits)
+    outside = (p <= 0.499) | (p > 0.501)
+    cut = torch.where(outside, p, torch.full_like(p, 0.499))
+    mus = cut / (2.0 * cut - 1.0) + 1.0 / (torch.log1p(-cut) - torch.log(cut))
+    d = p - 0.5
+    return torch.where(outside, mus, 0.5 + (1.0 / 3.0 + 16.0 / 45.0 * d * d) * d)
+
+
+def _onnx_decoder(model) -> tuple[bytes, int]:
+    """The decoder and its likelihood mean as an ONNX model (input ``z`` ``[1, D]``, output
+    ``x`` ``[1, numel]`` in [0, 1]), and numel. For the page only (opset 17)."""
+    import io
+    import warnings
+
+    wrapper = _MeanImage(model).eval()
+    z = torch.zeros(1, _latent_dim(model))
+    buf = io.BytesIO()
+    # value checks off: they are host-side control flow, not part of the graph
+    with validation(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own deprecations
+        numel = int(wrapper(z).shape[1])
+        try:
+            torch.onnx.export(wrapper, (z,), buf, input_names=["z"], output_names=["x"],
+                              opset_version=17, dynamo=False)  # fmt: skip
+        except Exception as err:  # the exporter's own errors name the operator it lacks
+            raise ValueError(
+                f"the decoder could not be exported to ONNX for onnxruntime-web ({err}); use "
+                "runtime='js'"
+            ) from None
+    return buf.getvalue(), numel
+
+
+_ORT_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")
+
+
+def _ort_runtime(ort_dir: str | os.PathLike) -> dict[str, str]:
+    """onnxruntime-web's ES-module bundle (made a classic global ``ort``), its WebAssembly
+    binary (base64) and version, read from its ``dist`` folder (``npm install onnxruntime-web``)."""
+    import re
+
+    root = Path(ort_dir)
+    dist = root / "dist" if (root / "dist").is_dir() else root
+    missing = [f for f in _ORT_FILES if not (dist / f).is_file()]
+    if missing:
+        raise ValueError(
+            f"ort_dir must be onnxruntime-web's dist folder (npm install onnxruntime-web) "
+            f"holding {', '.join(_ORT_FILES)}; received {str(root)!r}, without {', '.join(missing)}"
+        )
+    js = (dist / _ORT_FILES[0]).read_text(encoding="utf-8").strip()
+    js = re.sub(r"//# sourceMappingURL=\S*$", "", js).strip()
+    # an inline module cannot be imported, so its exports become one global object
+    m = re.search(r"export\s*\{([^}]*)\}\s*;?\s*$", js)
+    if m is None or "</script" in js.lower():
+        raise ValueError(
+            f"{dist / _ORT_FILES[0]} is not an onnxruntime-web bundle this page can inline "
+            "(tested with onnxruntime-web 1.23.2)"
+        )
+    pairs = [p.strip().split(" as ") for p in m.group(1).split(",") if p.strip()]
+    exports = ",".join(f"{q[-1]}:{q[0]}" for q in pairs)
+    version = "?"
+    for pkg in (dist.parent / "package.json", dist / "package.json"):
+        if pkg.is_file():
+            version = str(json.loads(pkg.read_text(encoding="utf-8")).get("version", "?"))
+            break
+    return {
+        "js": js[: m.start()] + f"globalThis.ort={{{exports}}};",
+        "wasm": base64.b64encode((dist / _ORT_FILES[1]).read_bytes()).decode("ascii"),
+        "version": version,
+    }
 
 
 def _b64(a: np.ndarray) -> str:
@@ -215,6 +318,7 @@ def page_data(
     names: list[str] | None = None,
     n_images: int = 24,
     title: str = "vaekit explore",
+    runtime: str = "js",
 ) -> dict:
     """Everything the page embeds, as JSON-ready values.
 
@@ -222,6 +326,9 @@ def page_data(
     attribute vectors); ``images``: the same examples in [0, 1], ``[N, C*H*W]``; the first
     ``n_images`` of them are the page's gallery. ``masks`` ``[N, K]`` bool and ``names``:
     the attributes (or None). Codes are posterior means (:func:`vaekit.latent.encode`).
+    ``runtime``: ``"js"`` (the decoder as :func:`compile_decoder`'s program) or
+    ``"onnxruntime-web"`` (the decoder and its likelihood mean exported to ONNX, for
+    :func:`render` with ``ort_dir``).
     """
     from vaekit import latent
 
@@ -230,11 +337,19 @@ def page_data(
             f"the explorer shows images (C, H, W) with C = 1 or 3; received data of shape "
             f"{tuple(image_shape)}"
         )
-    program = compile_decoder(model)
-    if program["head"]["numel"] != math.prod(image_shape):
+    check_choice("runtime", runtime, RUNTIMES)
+    if runtime == "js":
+        program = compile_decoder(model)
+        decoder = {"ops": program["ops"], "head": program["head"]}
+        decoder["weights"] = _b64(program["weights"])
+        numel = program["head"]["numel"]
+    else:
+        onnx_bytes, numel = _onnx_decoder(model)
+        decoder = {"onnx": base64.b64encode(onnx_bytes).decode("ascii")}
+    if numel != math.prod(image_shape):
         raise ValueError(
-            f"decoder mean has {program['head']['numel']} values; the images have "
-            f"{math.prod(image_shape)} ({tuple(image_shape)})"
+            f"decoder mean has {numel} values; the images have {math.prod(image_shape)} "
+            f"({tuple(image_shape)})"
         )
     codes = latent.encode(model, x)
     ranking = latent.rank_units(model, x)
@@ -246,11 +361,10 @@ def page_data(
     pixels = (images[:n].reshape(n, -1).clamp(0, 1) * 255).round().to(torch.uint8)
     return {
         "title": title,
-        "latent_dim": program["latent_dim"],
+        "latent_dim": _latent_dim(model),
         "image_shape": list(image_shape),
-        "ops": program["ops"],
-        "head": program["head"],
-        "weights": _b64(program["weights"]),
+        "runtime": runtime,
+        **decoder,
         "units": [
             {"unit": d, "kl": None if math.isnan(ranking.kl[d]) else round(float(ranking.kl[d]), 4)}
             for d in units
@@ -268,6 +382,8 @@ def explore_run(
     n_images: int = 24,
     max_examples: int = 2000,
     labels_from: str | os.PathLike | None = None,
+    runtime: str = "js",
+    ort_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``RUN_DIR/explore.html`` (or ``out``) for a run's best checkpoint; returns its path.
 
@@ -276,7 +392,9 @@ def explore_run(
     Attributes come from the data set's labels (:func:`vaekit.latent.data_attributes`), or
     from ``labels_from``, a folder of labelled sub-folders
     (:func:`vaekit.latent.folder_attributes`). ``report.html``, when present, is rewritten
-    to link the page.
+    to link the page. ``runtime="onnxruntime-web"`` runs an ONNX export of the decoder with
+    onnxruntime-web inlined from ``ort_dir`` instead of the page's own program (see
+    :func:`render`).
     """
     from vaekit import latent
     from vaekit._files import atomic_write_text
@@ -288,9 +406,22 @@ def explore_run(
         raise ValueError(f"n_images must be >= 2 (images A and B); received {n_images}")
     if int(max_examples) < int(n_images):
         raise ValueError(f"max_examples must be >= n_images ({n_images}); received {max_examples}")
+    check_choice("runtime", runtime, RUNTIMES)
+    if runtime == "js" and ort_dir is not None:
+        raise ValueError(
+            f"ort_dir applies to runtime 'onnxruntime-web'; received runtime {runtime!r}"
+        )
+    if runtime != "js":
+        if ort_dir is None:
+            raise ValueError(
+                "ort_dir must name onnxruntime-web's dist folder for runtime 'onnxruntime-web'; "
+                "received None"
+            )
+        _ort_runtime(ort_dir)  # a missing or unusable runtime is refused before the work
     run_dir = Path(run_dir)
     model, cfg, splits = load_run(run_dir, "best")
-    compile_decoder(model)  # refuse an unsupported model before encoding anything
+    if runtime == "js":
+        compile_decoder(model)  # refuse an unsupported model before encoding anything
     masks = names = None
     if labels_from is not None:
         flat, masks, names = latent.folder_attributes(labels_from)
@@ -310,19 +441,59 @@ def explore_run(
             x = latent._prepare(model, cfg, splits, view.x[:max_examples])
     images = _to_unit(model, x).reshape(x.shape[0], -1)
     title = f"vaekit explore: {run_dir.resolve().name}"
-    data = page_data(model, x, images, splits.image_shape, masks, names, n_images, title)
+    data = page_data(
+        model, x, images, splits.image_shape, masks, names, n_images, title, runtime=runtime
+    )
     path = atomic_write_text(
-        Path(out) if out is not None else run_dir / "explore.html", render(data)
+        Path(out) if out is not None else run_dir / "explore.html", render(data, ort_dir)
     )
     if out is None and (run_dir / "report.html").exists():
         write_report(run_dir)
     return path
 
 
-def render(data: dict) -> str:
-    """The page's HTML for :func:`page_data`'s dict (the data as inline JSON)."""
+def render(data: dict, ort_dir: str | os.PathLike | None = None) -> str:
+    """The page's HTML for :func:`page_data`'s dict (the data as inline JSON).
+
+    A page of runtime ``"onnxruntime-web"`` inlines onnxruntime-web from ``ort_dir`` (its
+    ``dist`` folder): the JavaScript bundle and the WebAssembly binary, so it stays
+    self-contained (about 16 MB with onnxruntime-web 1.23.2).
+    """
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return _PAGE.format(title=html.escape(data["title"]), data=blob, script=_SCRIPT, css=_CSS)
+    title = html.escape(data["title"])
+    if data.get("runtime", "js") == "js":
+        extra, script_src, note = "", "'unsafe-inline'", "vaekit's in-page program"
+    else:
+        if ort_dir is None:
+            raise ValueError(
+                "ort_dir must name onnxruntime-web's dist folder for runtime "
+                "'onnxruntime-web'; received None"
+            )
+        ort = _ort_runtime(ort_dir)
+        extra = _ORT_SCRIPTS.format(wasm=ort["wasm"], ort=ort["js"])
+        script_src = "'unsafe-inline' 'wasm-unsafe-eval'"
+        note = f"onnxruntime-web {html.escape(ort['version'])} (ONNX, WebAssembly)"
+    return _PAGE.format(title=title, data=blob, script=_SCRIPT, css=_CSS, extra=extra,
+                        script_src=script_src, note=note)  # fmt: skip
+
+
+_ORT_SCRIPTS = """<script type="text/plain" id="vaekit-ort-wasm">{wasm}</script>
+<script type="module">{ort}</script>
+<script type="module">
+const raw = (id) => {{ const b = atob(document.getElementById(id).textContent), u = new Uint8Array(b.length);
+  for (let i = 0; i < b.length; i++) u[i] = b.charCodeAt(i); return u; }};
+try {{
+  const ort = globalThis.ort;
+  ort.env.wasm.wasmBinary = raw("vaekit-ort-wasm").buffer;
+  ort.env.wasm.numThreads = 1; ort.env.wasm.proxy = false;  // no workers: nothing to fetch
+  const data = JSON.parse(document.getElementById("vaekit-data").textContent);
+  const model = Uint8Array.from(atob(data.onnx), (c) => c.charCodeAt(0));
+  const session = await ort.InferenceSession.create(model);
+  window.vaekitDecoder.resolve(async (z) => (await session.run(
+    {{ z: new ort.Tensor("float32", Float32Array.from(z), [1, z.length]) }})).x.data);
+}} catch (err) {{ window.vaekitDecoder.reject(err); }}
+</script>
+"""
 
 
 _CSS = """
@@ -341,11 +512,11 @@ input[type=range]{width:220px} .note{color:#666;font-size:12px}
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'">
+ content="default-src 'none'; script-src {script_src}; style-src 'unsafe-inline'">
 <title>{title}</title><style>{css}</style></head>
 <body>
 <h1>{title}</h1>
-<p class="note">The decoder runs in this page (no network). Code shown:
+<p class="note">The decoder runs in this page (no network; {note}). Code shown:
 z = interp(z<sub>A</sub>, z<sub>B</sub>, t) + &Sigma; s<sub>k</sub> v<sub>k</sub> + &delta;;
 the picture is E[x | z].</p>
 <div class="row">
@@ -365,7 +536,7 @@ the picture is E[x | z].</p>
 <pre id="vaekit-test-output" hidden></pre>
 <script type="application/json" id="vaekit-data">{data}</script>
 <script>{script}</script>
-</body></html>
+{extra}</body></html>
 """
 
 _SCRIPT = r"""

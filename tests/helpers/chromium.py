@@ -20,18 +20,20 @@ def chromium_or_skip() -> str:
     return exe
 
 
-def run_page(exe: str, path, profile, test: dict) -> dict:
+def run_page(exe: str, path, profile, test: dict, wait_ms: int | None = None) -> dict:
     """Open ``path`` (file://, name resolution off) with ``#test=JSON``; the hook's output.
 
     The page's hook moves its controls through their own input events and writes
     ``{"z", "before", "after"}`` (the code, the canvas RGBA bytes before and after) into
-    ``<pre id="vaekit-test-output">``, which ``--dump-dom`` prints.
+    ``<pre id="vaekit-test-output">``, which ``--dump-dom`` prints. ``wait_ms``: virtual time
+    to let pass before the dump (a page that compiles WebAssembly first).
     """
     url = f"file://{path}#test=" + json.dumps(test, separators=(",", ":"))
     proc = subprocess.run(
         [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--dump-dom", url],
+         "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--dump-dom",
+         *([f"--virtual-time-budget={wait_ms}"] if wait_ms else []), url],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     m = re.search(r'<pre id="vaekit-test-output"[^>]*>(.*?)</pre>', proc.stdout, re.S)
