@@ -194,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         default="js",
         choices=["js", "onnxruntime-web"],
         help="js: the decoder as a small program in the page (default); onnxruntime-web: an ONNX "
-        "export run by onnxruntime-web inlined from --ort-dir (~16 MB page)",
+        "export run by onnxruntime-web inlined from --ort-dir (~18 MB page for MNIST)",
     )
     x.add_argument(
         "--ort-dir", default=None, metavar="DIR", help="onnxruntime-web's dist folder (npm)"

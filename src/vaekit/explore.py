@@ -15,7 +15,7 @@ the program's last step, mapped to [0, 1] pixels as :func:`vaekit.latent.decode`
 Optionally (``runtime="onnxruntime-web"``, ``vaekit explore --runtime onnxruntime-web
 --ort-dir DIR``) the decoder and its likelihood mean are exported to ONNX and run by
 onnxruntime-web, inlined from its npm ``dist`` folder (JavaScript bundle and WebAssembly
-binary, ~16 MB with version 1.23.2, against ~1.9 MB for the default MNIST page).
+binary: ~18 MB for the default MNIST model with version 1.23.2, against ~1.9 MB).
 
 On the page: sliders over the active latent units (ranked by KL), two test images A and B
 with linear or spherical interpolation between their codes, and attribute vectors
@@ -462,7 +462,7 @@ def render(data: dict, ort_dir: str | os.PathLike | None = None) -> str:
 
     A page of runtime ``"onnxruntime-web"`` inlines onnxruntime-web from ``ort_dir`` (its
     ``dist`` folder): the JavaScript bundle and the WebAssembly binary, so it stays
-    self-contained (about 16 MB with onnxruntime-web 1.23.2).
+    self-contained (onnxruntime-web 1.23.2 adds about 16 MB).
     """
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(data["title"])
