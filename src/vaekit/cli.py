@@ -1,4 +1,4 @@
-"""Command line: ``vaekit train | eval | sample | report | data fetch``.
+"""Command line: ``vaekit train | eval | sample | report | explore | data fetch``.
 
 Every config field is a flag (``latent_dim`` -> ``--latent-dim``); flags override
 ``--config FILE.yaml``, which overrides the defaults. ``vaekit train`` with no arguments
@@ -167,6 +167,39 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write RUN_DIR/report.html")
     r.add_argument("run_dir")
 
+    x = sub.add_parser(
+        "explore",
+        help="write RUN_DIR/explore.html: latent sliders, interpolation and attribute vectors, "
+        "decoded in the page (self-contained, no network)",
+    )
+    x.add_argument("run_dir")
+    x.add_argument("--out", default=None, help="HTML path (default RUN_DIR/explore.html)")
+    x.add_argument(
+        "--images", type=int, default=24, help="test images to pick A and B from (default 24)"
+    )
+    x.add_argument(
+        "--examples",
+        type=int,
+        default=2000,
+        help="test images for the KL ranking and attributes (default 2000)",
+    )
+    x.add_argument(
+        "--labels-from",
+        default=None,
+        metavar="DIR",
+        help="attributes from a folder of labelled sub-folders (DIR/<label>/*.png)",
+    )
+    x.add_argument(
+        "--runtime",
+        default="js",
+        choices=["js", "onnxruntime-web"],
+        help="js: the decoder as a small program in the page (default); onnxruntime-web: an ONNX "
+        "export run by onnxruntime-web inlined from --ort-dir (~18 MB page for MNIST)",
+    )
+    x.add_argument(
+        "--ort-dir", default=None, metavar="DIR", help="onnxruntime-web's dist folder (npm)"
+    )
+
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="put a data set in the cache (mnist | fashion_mnist)")
@@ -229,6 +262,20 @@ def _run(args: argparse.Namespace) -> int:
         from vaekit.report import write_report
 
         print(write_report(args.run_dir))
+    elif args.command == "explore":
+        from vaekit.explore import explore_run
+
+        print(
+            explore_run(
+                args.run_dir,
+                out=args.out,
+                n_images=args.images,
+                max_examples=args.examples,
+                labels_from=args.labels_from,
+                runtime=args.runtime,
+                ort_dir=args.ort_dir,
+            )
+        )
     elif args.command == "data":
         from vaekit.data import fetch
 

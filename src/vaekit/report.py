@@ -93,6 +93,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         _final_epoch_section(rows, bad_lines, (run / "metrics.jsonl").exists()),
         _figures_section(images),
     ]
+    if (run / "explore.html").is_file():  # written by `vaekit explore`
+        body.insert(1, '<p><a href="explore.html">Explore the latent space</a> (explore.html)</p>')
     page = _PAGE.format(title=escape(run.resolve().name), css=_CSS, body="\n".join(body))
     out = run / "report.html"
     # Write then rename, so a browser that has the report open never reads half a file.
