@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.net import free_port
+
 WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
 
 
@@ -25,7 +27,7 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     ddp.mkdir(), single.mkdir()
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-          "--master_port", "29533"], ddp)  # fmt: skip
+          "--master_port", str(free_port())], ddp)  # fmt: skip
     _run([sys.executable], single)
     r0, r1 = (torch.load(ddp / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     one = torch.load(single / "rank0.pt", weights_only=True)
@@ -42,7 +44,7 @@ def test_factor_vae_discriminator_stays_identical_across_ranks(tmp_path):
     """FactorVAE's discriminator is outside the DDP-wrapped model: its initial weights come
     from rank 0 and its gradients are averaged, so both replicas (and the model) agree."""
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-          "--master_port", "29534"], tmp_path, "factor_vae")  # fmt: skip
+          "--master_port", str(free_port())], tmp_path, "factor_vae")  # fmt: skip
     for kind in ("rank", "objective"):
         r0, r1 = (torch.load(tmp_path / f"{kind}{r}.pt", weights_only=True) for r in (0, 1))
         for name in r0:
