@@ -79,8 +79,11 @@ def _chunk_size(model, pz, batch: int, event_numel: int, samples: int) -> int:
     return max(1, min(samples, _CHUNK_ELEMENTS // max(1, batch * per_row)))
 
 
-def _sums(model, xb: torch.Tensor, samples: int, pz) -> tuple[torch.Tensor, ...]:
-    """logsumexp of log w, and the sums over samples of log p(x|z) and log q - log p, each [B]."""
+def _sums(
+    model, xb: torch.Tensor, samples: int, pz, terms: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """logsumexp of log w, and the sums over samples of log p(x|z) and log q - log p, each [B]
+    (``terms=False``: the logsumexp alone, the other two None)."""
     chunk = _chunk_size(model, pz, xb.shape[0], xb[0].numel(), samples)
     # running sums updated in place: a small tensor kept per chunk would pin the heap between
     # the chunks' large temporaries and grow the resident memory with K (glibc malloc)
@@ -89,17 +92,16 @@ def _sums(model, xb: torch.Tensor, samples: int, pz) -> tuple[torch.Tensor, ...]
     while done < samples:
         c = min(chunk, samples - done)
         t = log_weights(model, xb, c, prior=pz)
-        chunk_lse, chunk_rec, chunk_kl = (
-            torch.logsumexp(t.log_w, 0),
-            t.log_px.sum(0),
-            (t.log_qz - t.log_pz).sum(0),
-        )
+        chunk_lse = torch.logsumexp(t.log_w, 0)
+        chunk_rec = t.log_px.sum(0) if terms else None
+        chunk_kl = (t.log_qz - t.log_pz).sum(0) if terms else None
         if lse is None:
             lse, rec, kl = chunk_lse, chunk_rec, chunk_kl
         else:
             torch.logaddexp(lse, chunk_lse, out=lse)
-            rec.add_(chunk_rec)
-            kl.add_(chunk_kl)
+            if terms:
+                rec.add_(chunk_rec)
+                kl.add_(chunk_kl)
         del t, chunk_lse, chunk_rec, chunk_kl
         done += c
     return lse, rec, kl
@@ -126,7 +128,9 @@ def _device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _passes(model, data, samples: int, batch_size: int, desc: str, progress: bool, labels=None):
+def _passes(
+    model, data, samples: int, batch_size: int, desc: str, progress: bool, labels=None, terms=True
+):
     """Yield ``(xb, yb, logsumexp_k log w, sum_k log p(x|z), sum_k [log q - log p])`` per batch.
 
     Puts the model in eval mode (restored after), checks the data once, then runs without
@@ -149,7 +153,8 @@ def _passes(model, data, samples: int, batch_size: int, desc: str, progress: boo
                     # p(z) is fixed during evaluation: built once per batch (a conditional
                     # prior depends on the labels), not once per chunk of samples
                     pz = model.prior()
-                    yield (xb, yb, *(t.cpu() for t in _sums(model, xb, samples, pz)))
+                    sums = _sums(model, xb, samples, pz, terms)
+                    yield (xb, yb, *(None if t is None else t.cpu() for t in sums))
     finally:
         model.train(was_training)
 
@@ -169,7 +174,7 @@ def log_likelihood(
     A conditional model (CVAE) gives ``log p(x | y)`` for ``labels`` (default ``data.y``).
     """
     desc = f"log p(x), K={samples}"
-    passes = _passes(model, data, samples, batch_size, desc, progress, labels)
+    passes = _passes(model, data, samples, batch_size, desc, progress, labels, terms=False)
     return torch.cat([lse for _, _, lse, _, _ in passes]) - math.log(samples)
 
 
