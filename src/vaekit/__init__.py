@@ -34,6 +34,7 @@ __all__ = [
     "evaluate_run",
     "sample_run",
     "load_run",
+    "load",
 ]
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ _RUN_API = {
     "evaluate_run": "vaekit.training.run",
     "sample_run": "vaekit.training.run",
     "load_run": "vaekit.training.run",
+    "load": "vaekit.export",
 }
 
 
