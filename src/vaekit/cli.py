@@ -182,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     fs.add_argument("--name", default=None, help="saved as RUN_DIR/samplers/NAME (default KIND)")
     fs.add_argument("--epochs", type=int, default=None, help="two_stage/flow training epochs")
     fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--max-examples", type=int, default=None, help="fit on the first N (all)")
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html")
     r.add_argument("run_dir")
@@ -256,7 +257,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from vaekit.samplers import fit_run_sampler
 
         print(fit_run_sampler(args.run_dir, args.kind, name=args.name, epochs=args.epochs,
-                              seed=args.seed))  # fmt: skip
+                              seed=args.seed, max_examples=args.max_examples))  # fmt: skip
     elif args.command == "report":
         from vaekit.report import write_report
 

@@ -394,8 +394,9 @@ def load_sampler(run_dir: str | os.PathLike, name: str) -> nn.Module:
     return sampler.eval()
 
 
-def run_codes(model: nn.Module, cfg, splits, split: str) -> torch.Tensor:
-    """Posterior means ``E_q[z|x]`` ``[N, D]`` of a run's ``split`` (its fixed evaluation draw)."""
+def run_codes(model: nn.Module, cfg, splits, split: str, n: int | None = None) -> torch.Tensor:
+    """Posterior means ``E_q[z|x]`` ``[N, D]`` of a run's ``split`` (its fixed evaluation draw;
+    the first ``n`` examples when given)."""
     from vaekit.evaluate import posterior_means
     from vaekit.models.build import input_shape, prepare_input
 
@@ -403,7 +404,7 @@ def run_codes(model: nn.Module, cfg, splits, split: str) -> torch.Tensor:
     if data is None:
         raise ValueError(f"the data set has no {split!r} split, which the sampler fit needs")
     shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
-    return posterior_means(model, prepare_input(model, data.eval_view().x, shape))
+    return posterior_means(model, prepare_input(model, data.eval_view().x[:n], shape))
 
 
 def fit_run_sampler(
@@ -412,11 +413,13 @@ def fit_run_sampler(
     name: str | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    max_examples: int | None = None,
 ) -> Path:
     """Fit sampler ``kind`` on a run's training codes, selected on its validation codes; save it.
 
     ``epochs``: training epochs of ``flow`` (default 30) / ``two_stage`` (default 50); not used
-    by ``gmm`` (EM runs to convergence; passing it is an error). Returns ``NAME.json``'s path.
+    by ``gmm`` (EM runs to convergence; passing it is an error). ``max_examples``: fit on the
+    first N training examples only (default all). Returns ``NAME.json``'s path.
     """
     from vaekit.training.run import load_run
 
@@ -429,6 +432,8 @@ def fit_run_sampler(
         )
     if epochs is not None:
         check_count("epochs", epochs)
+    if max_examples is not None:
+        check_count("max_examples", max_examples)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"RUN_DIR must be a run folder; {str(run_dir)!r} does not exist")
     model, cfg, splits = load_run(run_dir, "best")
@@ -436,7 +441,8 @@ def fit_run_sampler(
         raise ValueError(
             f"post-hoc samplers fit one latent vector z: model 'vae'; received {cfg.model.model!r}"
         )
-    train, valid = run_codes(model, cfg, splits, "train"), run_codes(model, cfg, splits, "valid")
+    n = len(splits.train) if max_examples is None else min(max_examples, len(splits.train))
+    train, valid = run_codes(model, cfg, splits, "train", n), run_codes(model, cfg, splits, "valid")
     if kind == "gmm":
         sampler, info = fit_gmm(train, valid, seed=seed)
     elif kind == "flow":
@@ -445,8 +451,11 @@ def fit_run_sampler(
         from vaekit.models.build import input_shape, prepare_input
 
         ishape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
-        x = prepare_input(model, splits.train.eval_view().x, ishape)
+        x = prepare_input(model, splits.train.eval_view().x[:n], ishape)
         sampler, info = fit_two_stage(model, x, valid, epochs=epochs or 50, seed=seed)
     return save_sampler(
-        sampler, run_dir, name, {**info, "codes": "posterior means E_q[z|x] of the train split"}
+        sampler,
+        run_dir,
+        name,
+        {**info, "codes": f"posterior means E_q[z|x] of the first {n} train examples"},
     )
