@@ -43,6 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--flow-epochs", type=int, default=30)
     p.add_argument("--two-stage-epochs", type=int, default=30)
     p.add_argument("--max-codes", type=int, default=10000, help="training codes per sampler fit")
+    p.add_argument("--two-stage-hidden", default="1024,1024", help="second-stage widths")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -75,7 +76,12 @@ def main(argv=None) -> None:
     for kind, epochs in (("gmm", None), ("flow", args.flow_epochs), ("two_stage", args.two_stage_epochs)):  # fmt: skip
         t = time.time()
         if not (run / "samplers" / f"{kind}.json").exists():
-            fit_run_sampler(run, kind, epochs=epochs, seed=args.seed, max_examples=args.max_codes)
+            hidden = (
+                [int(w) for w in args.two_stage_hidden.split(",")] if kind == "two_stage" else None
+            )
+            fit_run_sampler(
+                run, kind, epochs=epochs, seed=args.seed, max_examples=args.max_codes, hidden=hidden
+            )
         fit_s[kind] = round(time.time() - t, 1)
 
     model, cfg, splits = load_run(run, "best")

@@ -414,12 +414,14 @@ def fit_run_sampler(
     epochs: int | None = None,
     seed: int = 0,
     max_examples: int | None = None,
+    hidden: Sequence[int] | None = None,
 ) -> Path:
     """Fit sampler ``kind`` on a run's training codes, selected on its validation codes; save it.
 
     ``epochs``: training epochs of ``flow`` (default 30) / ``two_stage`` (default 50); not used
     by ``gmm`` (EM runs to convergence; passing it is an error). ``max_examples``: fit on the
-    first N training examples only (default all). Returns ``NAME.json``'s path.
+    first N training examples only (default all). ``hidden``: the
+    ``two_stage`` networks' widths (default ``(1024, 1024)``). Returns ``NAME.json``'s path.
     """
     from vaekit.training.run import load_run
 
@@ -432,6 +434,10 @@ def fit_run_sampler(
         )
     if epochs is not None:
         check_count("epochs", epochs)
+    if hidden is not None and kind != "two_stage":
+        raise ValueError(
+            f"hidden sets the two_stage networks' widths; kind {kind!r} received {hidden}"
+        )
     if max_examples is not None:
         check_count("max_examples", max_examples)
     if not Path(run_dir).is_dir():
@@ -452,7 +458,9 @@ def fit_run_sampler(
 
         ishape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
         x = prepare_input(model, splits.train.eval_view().x[:n], ishape)
-        sampler, info = fit_two_stage(model, x, valid, epochs=epochs or 50, seed=seed)
+        sampler, info = fit_two_stage(
+            model, x, valid, epochs=epochs or 50, seed=seed, hidden=hidden or (1024, 1024)
+        )
     return save_sampler(
         sampler,
         run_dir,

@@ -15,19 +15,14 @@ from vaekit.training.fit import fit
 __all__ = ["feature_classifier", "classifier"]
 
 
-def feature_classifier(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    hidden: int = 256,
-    epochs: int = 2,
-    batch_size: int = 100,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> nn.Module:
+def feature_classifier(x: torch.Tensor, y: torch.Tensor, **options) -> nn.Module:
     """Train ``[flatten, Linear(D, hidden), ReLU, Linear(hidden, C)]`` by cross-entropy (nats) on
     ``(x [N, ...], y [N])`` and return its frozen feature part ``x -> ReLU(W x + b)`` ``[N, hidden]``.
+
+    ``options``: those of :func:`classifier` (``hidden=256, epochs=2, batch_size=100, lr=1e-3,
+    seed=0``).
     """
-    return classifier(x, y, hidden, epochs, batch_size, lr, seed)[0]
+    return classifier(x, y, **options)[0]
 
 
 def classifier(
