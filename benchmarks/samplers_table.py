@@ -41,7 +41,12 @@ def main(argv=None) -> None:
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--flow-epochs", type=int, default=30)
-    p.add_argument("--two-stage-epochs", type=int, default=30)
+    p.add_argument(
+        "--two-stage-epochs",
+        default="30",
+        help="comma list: one second stage per budget (the first is named two_stage, the others "
+        "two_stage_eE)",
+    )
     p.add_argument("--max-codes", type=int, default=10000, help="training codes per sampler fit")
     p.add_argument("--two-stage-hidden", default="1024,1024", help="second-stage widths")
     p.add_argument("--seed", type=int, default=0)
@@ -72,17 +77,19 @@ def main(argv=None) -> None:
     emit(out, {**base, "row": "vae", "train_s": round(time.time() - t0, 1),
                "epochs": summary["epochs"], "best_valid_elbo": summary["best_valid_elbo"]})  # fmt: skip
 
+    budgets = [int(e) for e in args.two_stage_epochs.split(",")]
+    fits = [("gmm", "gmm", None), ("flow", "flow", args.flow_epochs)]
+    fits += [("two_stage", "two_stage" if i == 0 else f"two_stage_e{e}", e) for i, e in enumerate(budgets)]  # fmt: skip
+    widths = [int(w) for w in args.two_stage_hidden.split(",")]
     fit_s = {}
-    for kind, epochs in (("gmm", None), ("flow", args.flow_epochs), ("two_stage", args.two_stage_epochs)):  # fmt: skip
+    for kind, name, epochs in fits:
         t = time.time()
-        if not (run / "samplers" / f"{kind}.json").exists():
-            hidden = (
-                [int(w) for w in args.two_stage_hidden.split(",")] if kind == "two_stage" else None
-            )
+        if not (run / "samplers" / f"{name}.json").exists():
             fit_run_sampler(
-                run, kind, epochs=epochs, seed=args.seed, max_examples=args.max_codes, hidden=hidden
-            )
-        fit_s[kind] = round(time.time() - t, 1)
+                run, kind, name=name, epochs=epochs, seed=args.seed, max_examples=args.max_codes,
+                hidden=widths if kind == "two_stage" else None,
+            )  # fmt: skip
+            fit_s[name] = round(time.time() - t, 1)
 
     model, cfg, splits = load_run(run, "best")
     train_x, train_y = splits.train.x, splits.train.y  # grey images in [0, 1]
@@ -100,17 +107,17 @@ def main(argv=None) -> None:
             return model.decode(z).mean.reshape(len(z), -1)
 
     rows["prior N(0, I)"] = lambda n: decoded(model.prior().sample((n,)))
-    for kind in ("gmm", "flow", "two_stage"):
-        sampler = load_sampler(run, kind)
-        rows[kind] = lambda n, s=sampler: decoded(s.latents(n))
+    for _, name, _ in fits:
+        sampler = load_sampler(run, name)
+        rows[name] = lambda n, s=sampler: decoded(s.latents(n))
     for name, draw in rows.items():
         torch.manual_seed(args.seed + 1)
         x = draw(args.samples)
         info = {}
-        if name in fit_s:
+        if (run / "samplers" / f"{name}.json").exists():
             info = json.loads((run / "samplers" / f"{name}.json").read_text())["info"]
             info = {k: v for k, v in info.items() if k != "history"}
-            info["fit_s"] = fit_s[name]
+            info["fit_s"] = fit_s.get(name)  # None: fitted by an earlier call
         emit(out, {**common, "row": name, "n": len(x), **sample_quality(clf, x, test_x), **info})
 
 

@@ -2,8 +2,9 @@
 
 Every public module is an attribute after ``import vaekit``. The light ones (``functional``,
 ``likelihoods``, ``posteriors``, ``priors``, ``objectives``, ``schedules``, ``quantizers``) are
-imported here; ``evaluate``, ``data``, ``metrics``, ``models`` and the run API (``train``,
-``evaluate_run``, ``sample_run``, ``load_run``) are imported on first access.
+imported here; ``evaluate``, ``data``, ``metrics``, ``models``, the run API (``train``,
+``evaluate_run``, ``sample_run``, ``load_run``) and ``load`` (an export folder,
+:mod:`vaekit.export`) are imported on first access.
 """
 
 import importlib as _importlib

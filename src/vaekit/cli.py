@@ -163,14 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--draw", action="store_true", help="sample x ~ p(x|z) instead of showing E[x|z]"
     )
-
     s.add_argument(
         "--sampler",
         default=None,
-        help="draw z from RUN_DIR/samplers/NAME (vaekit fit-sampler) instead of the prior",
+        help="draw z from RUN_DIR/samplers/NAME (vaekit fit-sampler) instead of the prior; "
+        "default --out RUN_DIR/samples_NAME.png",
     )
 
-    x = sub.add_parser("export", help="a shareable folder: model.safetensors, config.json, README.md")
+    x = sub.add_parser(
+        "export", help="a shareable folder: model.safetensors, config.json, README.md"
+    )
     x.add_argument("run_dir")
     x.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
                    help="onnx: also decoder.onnx and encoder.onnx (model vae)")  # fmt: skip

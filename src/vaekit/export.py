@@ -75,7 +75,11 @@ def record_command(run_dir: str | os.PathLike, argv: list[str]) -> Path:
     Each entry: ``{"argv": [...], "command": "vaekit train ...", "cwd": ...}``; a resumed run
     adds an entry. The model card quotes the first one.
     """
+    import torch.distributed as dist
+
     path = Path(run_dir) / _COMMAND
+    if dist.is_initialized() and dist.get_rank() != 0:  # under torchrun rank 0 writes the run
+        return path
     entries: list[dict[str, Any]] = []
     if path.is_file():
         try:

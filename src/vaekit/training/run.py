@@ -366,6 +366,8 @@ def sample_run(
     else:
         x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
-    path = Path(out) if out is not None else Path(run_dir) / "samples.png"
+    name = "samples.png" if sampler is None else f"samples_{sampler}.png"
+    path = Path(out) if out is not None else Path(run_dir) / name
     title = f"{n} samples" + (f" of label {label}" if conditional else "")
+    title += f", z from sampler {sampler}" if sampler is not None else ""
     return plots.save_image_grid(imgs, path, title=title)
