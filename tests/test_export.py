@@ -205,3 +205,16 @@ def test_vqvae_exports_with_its_code_prior(tmp_path):
     a = exported.sample(3)
     torch.manual_seed(1)
     torch.testing.assert_close(a, original.sample(3), rtol=0, atol=0)
+
+
+def test_onnx_without_its_extra_names_the_extra(run, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from vaekit.export import export_run
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"vaekit\[onnx\]"):
+        export_run(run, tmp_path / "a", format="onnx")
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "b")]) == 2
+    assert "pip install 'vaekit[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

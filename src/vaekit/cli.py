@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"vaekit: training stopped: {e}", file=sys.stderr)
         return 1
-    except (ValueError, CheckpointError, FileNotFoundError, OSError) as e:
+    except (ValueError, CheckpointError, FileNotFoundError, OSError, ImportError) as e:
         print(f"vaekit: error: {e}", file=sys.stderr)
         return 2
 
