@@ -6,7 +6,7 @@ An export folder holds
 * ``config.json``: the run's resolved config (the sections of ``config.yaml``: ``model``,
   ``objective``, ``train``) plus an ``export`` entry with what rebuilding the model needs
   beyond the config (example shape, number of classes, a VQ-VAE's code-prior grid) and the
-  SHA-256 of every file, checked by :func:`load` (a tampered file is refused);
+  SHA-256 of every file (:func:`load` checks the weights' and refuses a changed file);
 * ``README.md``: a model card with the run's evaluation numbers (``eval.json``, nats) and the
   command that trained it;
 * with ``--format onnx``, also ``decoder.onnx`` (``z [B, D] -> decoder output [B, ...]``, the
@@ -15,7 +15,9 @@ An export folder holds
   kinds' decoders take more than z (a label, a second layer, code indices).
 
 :func:`load` rebuilds the model from ``config.json`` and reads the weights with safetensors;
-the result is the run's model in eval mode, usable as ``vaekit.ELBO()(model, x)``.
+the result is the run's model in eval mode, usable as ``vaekit.ELBO()(model, x)``
+(``ELBO(kl="mc")`` where KL(q || p) has no closed form: ``hvae``, ``mog``/``vamp``/``flow``
+priors; a CVAE inside ``with model.given(y):``; a VQ-VAE with its own objective).
 """
 
 from __future__ import annotations
