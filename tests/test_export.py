@@ -142,6 +142,9 @@ def test_other_kinds_export_and_load(tmp_path, model, flags):
     original, _, _ = load_run(run_dir)
     kl = "analytic" if model == "cvae" else "mc"  # no closed form for hvae's / vamp's KL
     _same_elbo(vaekit.load(out), original, x, y if model == "cvae" else None, kl)
+    card = (out / "README.md").read_text()  # the card shows the call that works for this kind
+    assert ('ELBO(kl="mc")' in card) == (kl == "mc")
+    assert ("model.given(y)" in card) == (model == "cvae")
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "o")]) == (
         0 if model == "vamp" else 2
     )

@@ -140,7 +140,7 @@ def _model_card(run_dir: Path, config: dict[str, Any], files: dict[str, str], ki
         "```python",
         "import vaekit",
         "model = vaekit.load('THIS_FOLDER')   # weights via safetensors, no pickle",
-        "loss = vaekit.ELBO()(model, x)       # x as the run's encoder takes it",
+        *_usage(config),
         "```",
         "",
         "## Evaluation",
@@ -186,6 +186,25 @@ def _model_card(run_dir: Path, config: dict[str, Any], files: dict[str, str], ki
         "",
     ]
     return "\n".join(lines)
+
+
+def _usage(config: dict[str, Any]) -> list[str]:
+    """The model card's lines after ``vaekit.load``: the call that gives the run's bound."""
+    model = config["model"]
+    kind = model.get("model", "vae")
+    if kind == "vqvae":
+        return ["x = model.sample(16)               # codes from the code prior, decoded"]
+    analytic = kind in ("vae", "cvae") and model.get("prior") in ("standard", "learnable")
+    analytic = analytic and model.get("posterior", "diagonal") == "diagonal"
+    call = "vaekit.ELBO()" if analytic else 'vaekit.ELBO(kl="mc")'
+    if kind == "cvae":
+        return [
+            "with model.given(y):                # y: [B] integer labels",
+            f"    out = {call}(model, x)",
+        ]
+    return [
+        f"out = {call}(model, x)   # x as the run's encoder takes it; out.per_example['bound'] nats"
+    ]
 
 
 def _version() -> str:
