@@ -2,8 +2,9 @@
 
 Every public module is an attribute after ``import vaekit``. The light ones (``functional``,
 ``likelihoods``, ``posteriors``, ``priors``, ``objectives``, ``schedules``, ``quantizers``) are
-imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``latent`` and the run API (``train``,
-``evaluate_run``, ``sample_run``, ``load_run``) are imported on first access.
+imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``latent``, the run API (``train``,
+``evaluate_run``, ``sample_run``, ``load_run``) and ``load`` (an export folder,
+:mod:`vaekit.export`) are imported on first access.
 """
 
 import importlib as _importlib
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate_run",
     "sample_run",
     "load_run",
+    "load",
 ]
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ _RUN_API = {
     "evaluate_run": "vaekit.training.run",
     "sample_run": "vaekit.training.run",
     "load_run": "vaekit.training.run",
+    "load": "vaekit.export",
 }
 
 

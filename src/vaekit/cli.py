@@ -1,4 +1,5 @@
-"""Command line: ``vaekit train | eval | sample | report | explore | data fetch``.
+"""Command line: ``vaekit train | eval | sample | export | fit-sampler | report | explore |
+data fetch``.
 
 Every config field is a flag (``latent_dim`` -> ``--latent-dim``); flags override
 ``--config FILE.yaml``, which overrides the defaults. ``vaekit train`` with no arguments
@@ -163,6 +164,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--draw", action="store_true", help="sample x ~ p(x|z) instead of showing E[x|z]"
     )
+    s.add_argument(
+        "--sampler",
+        default=None,
+        help="draw z from RUN_DIR/samplers/NAME (vaekit fit-sampler) instead of the prior; "
+        "default --out RUN_DIR/samples_NAME.png",
+    )
+
+    x = sub.add_parser(
+        "export", help="a shareable folder: model.safetensors, config.json, README.md"
+    )
+    x.add_argument("run_dir")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
+                   help="onnx: also decoder.onnx and encoder.onnx (model vae)")  # fmt: skip
+    x.add_argument("--out", required=True, help="new or empty folder")
+
+    fs = sub.add_parser("fit-sampler", help="fit p(z) on the codes after training")
+    fs.add_argument("run_dir")
+    fs.add_argument("--kind", required=True, choices=["gmm", "two_stage", "flow"])
+    fs.add_argument("--name", default=None, help="saved as RUN_DIR/samplers/NAME (default KIND)")
+    fs.add_argument("--epochs", type=int, default=None, help="two_stage/flow training epochs")
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--max-examples", type=int, default=None, help="fit on the first N (all)")
 
     r = sub.add_parser("report", help="write RUN_DIR/report.html")
     r.add_argument("run_dir")
@@ -218,7 +241,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     return flat
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.command == "train":
         from vaekit.training.run import train
 
@@ -231,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
             evaluate_after=not args.no_eval,
             **_overrides(args),
         )
+        from vaekit.export import record_command
+
+        record_command(run, sys.argv[1:] if argv is None else argv)
         _print_eval(run)
         print(f"run folder: {run}  (report: {run / 'report.html'})")
     elif args.command == "eval":
@@ -256,8 +282,18 @@ def _run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 mean=not args.draw,
                 label=args.label,
+                sampler=args.sampler,
             )
         )
+    elif args.command == "export":
+        from vaekit.export import export_run
+
+        print(export_run(args.run_dir, args.out, format=args.format))
+    elif args.command == "fit-sampler":
+        from vaekit.samplers import fit_run_sampler
+
+        print(fit_run_sampler(args.run_dir, args.kind, name=args.name, epochs=args.epochs,
+                              seed=args.seed, max_examples=args.max_examples))  # fmt: skip
     elif args.command == "report":
         from vaekit.report import write_report
 
@@ -339,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     from vaekit.training.trainer import TrainingError, TrainingInterrupted
 
     try:
-        return _run(args)
+        return _run(args, argv)
     except TrainingInterrupted as e:
         print(
             f"\nvaekit: interrupted at step {e.step}; checkpoint saved to {e.path}. "
@@ -350,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"vaekit: training stopped: {e}", file=sys.stderr)
         return 1
-    except (ValueError, CheckpointError, FileNotFoundError, OSError) as e:
+    except (ValueError, CheckpointError, FileNotFoundError, OSError, ImportError) as e:
         print(f"vaekit: error: {e}", file=sys.stderr)
         return 2
 

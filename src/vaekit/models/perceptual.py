@@ -12,10 +12,20 @@ from torch import nn
 
 from vaekit.training.fit import fit
 
-__all__ = ["feature_classifier"]
+__all__ = ["feature_classifier", "classifier"]
 
 
-def feature_classifier(
+def feature_classifier(x: torch.Tensor, y: torch.Tensor, **options) -> nn.Module:
+    """Train ``[flatten, Linear(D, hidden), ReLU, Linear(hidden, C)]`` by cross-entropy (nats) on
+    ``(x [N, ...], y [N])`` and return its frozen feature part ``x -> ReLU(W x + b)`` ``[N, hidden]``.
+
+    ``options``: those of :func:`classifier` (``hidden=256, epochs=2, batch_size=100, lr=1e-3,
+    seed=0``).
+    """
+    return classifier(x, y, **options)[0]
+
+
+def classifier(
     x: torch.Tensor,
     y: torch.Tensor,
     hidden: int = 256,
@@ -23,9 +33,9 @@ def feature_classifier(
     batch_size: int = 100,
     lr: float = 1e-3,
     seed: int = 0,
-) -> nn.Module:
-    """Train ``[flatten, Linear(D, hidden), ReLU, Linear(hidden, C)]`` by cross-entropy (nats) on
-    ``(x [N, ...], y [N])`` and return its frozen feature part ``x -> ReLU(W x + b)`` ``[N, hidden]``.
+) -> nn.Sequential:
+    """The whole classifier of :func:`feature_classifier`, frozen: ``Sequential(features, head)``,
+    ``x [N, ...] -> logits [N, C]``; ``[0]`` is the feature map ``[N, hidden]``.
     """
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(
@@ -39,10 +49,10 @@ def feature_classifier(
         torch.manual_seed(seed)
         for m in (features, head):
             m.apply(lambda l: l.reset_parameters() if isinstance(l, nn.Linear) else None)
-    classifier = nn.Sequential(features, head)
+    net = nn.Sequential(features, head)
     fit(
-        classifier,
-        lambda xb, yb: nn.functional.cross_entropy(classifier(xb), yb),  # batch mean, nats
+        net,
+        lambda xb, yb: nn.functional.cross_entropy(net(xb), yb),  # batch mean, nats
         (x, y),
         epochs=epochs,
         batch_size=batch_size,
@@ -51,7 +61,7 @@ def feature_classifier(
         desc="feature classifier",
         device=x.device,
     )
-    features.eval()
-    for p in features.parameters():
+    net.eval()
+    for p in net.parameters():
         p.requires_grad_(False)
-    return features
+    return net

@@ -24,7 +24,7 @@ from vaekit.priors import StandardNormal
 from vaekit.schedules import LinearWarmup
 from vaekit.training.fit import fit
 
-__all__ = ["first_stage_codes", "fit_second_stage", "TwoStageSampler"]
+__all__ = ["first_stage_codes", "fit_second_stage", "second_stage_vae", "TwoStageSampler"]
 
 
 def _tensor(data) -> torch.Tensor:
@@ -52,6 +52,22 @@ def first_stage_codes(first: nn.Module, data, batch_size: int = 500) -> torch.Te
             first.encode(x[i : i + batch_size].to(device)).sample().cpu()
             for i in range(0, len(x), batch_size)
         ]
+    )
+
+
+def second_stage_vae(dim: int, latent_dim: int, hidden: Sequence[int] = (1024, 1024)) -> VAE:
+    """The (untrained) second-stage VAE of :func:`fit_second_stage` for ``dim``-sized codes.
+
+    MLP encoder ``[N, dim] -> [N, 2 latent_dim]`` and mirrored decoder (ReLU, ``hidden``
+    wide), prior N(0, I) on u, likelihood ``Gaussian(scale="learned")`` on z (nats).
+    """
+    hidden = tuple(hidden)
+    likelihood = Gaussian(scale="learned")
+    return VAE(
+        MLP(dim, 2 * latent_dim, hidden),
+        MLP(latent_dim, likelihood.param_shape((dim,))[0], hidden[::-1]),
+        prior=StandardNormal(latent_dim),
+        likelihood=likelihood,
     )
 
 
@@ -109,14 +125,7 @@ def fit_second_stage(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        hidden = tuple(hidden)
-        likelihood = Gaussian(scale="learned")
-        second = VAE(
-            MLP(d, 2 * latent_dim, hidden),
-            MLP(latent_dim, likelihood.param_shape((d,))[0], hidden[::-1]),
-            prior=StandardNormal(latent_dim),
-            likelihood=likelihood,
-        ).to(device=device, dtype=z.dtype)
+        second = second_stage_vae(d, latent_dim, hidden).to(device=device, dtype=z.dtype)
         steps_per_epoch = -(-n // batch_size)
         objective = ELBO(beta=LinearWarmup(1.0, steps=warmup * steps_per_epoch), kl="analytic")
         step = 0

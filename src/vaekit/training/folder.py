@@ -42,6 +42,7 @@ RUN_FILES = (
     "train_summary.json",
     "report.html",
     "code_prior.pt",
+    "command.json",  # the `vaekit train` command lines (vaekit.export.record_command)
 )
 STALE_AFTER_TRAINING = ("eval.json",)  # results of an older checkpoint than the next one
 
@@ -153,7 +154,7 @@ def check_fresh(path: str | os.PathLike, overwrite: bool = False) -> None:
 
 def _is_run_file(p: Path) -> bool:
     if p.is_dir():
-        return p.name == "tb"
+        return p.name in ("tb", "samplers")  # samplers: vaekit fit-sampler
     return p.name in RUN_FILES or p.suffix == ".png" or p.name.endswith(".tmp")
 
 

@@ -331,10 +331,12 @@ def sample_run(
     seed: int = 0,
     mean: bool = True,
     label: int | None = None,
+    sampler: str | None = None,
 ) -> Path:
     """Draw ``n`` samples from a run's best model into a PNG grid; returns its path.
 
-    ``label``: the class to condition on (conditional models only).
+    ``label``: the class to condition on (conditional models only). ``sampler``: draw z from
+    ``RUN_DIR/samplers/NAME`` (:mod:`vaekit.samplers`) instead of the prior.
     """
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"n must be in 1..{MAX_SAMPLES} (one PNG grid); received {n}")
@@ -356,8 +358,16 @@ def sample_run(
     if conditional and not 0 <= label < model.labels.num_classes:
         raise ValueError(f"label must be in 0..{model.labels.num_classes - 1}; received {label}")
     torch.manual_seed(seed)
-    x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
+    if sampler is not None:  # a post-hoc p(z) (vaekit fit-sampler)
+        from vaekit.samplers import load_sampler
+
+        px = model.decode(load_sampler(run_dir, sampler).latents(n))
+        x = px.mean if mean else px.sample()
+    else:
+        x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
-    path = Path(out) if out is not None else Path(run_dir) / "samples.png"
+    name = "samples.png" if sampler is None else f"samples_{sampler}.png"
+    path = Path(out) if out is not None else Path(run_dir) / name
     title = f"{n} samples" + (f" of label {label}" if conditional else "")
+    title += f", z from sampler {sampler}" if sampler is not None else ""
     return plots.save_image_grid(imgs, path, title=title)
