@@ -1,4 +1,4 @@
-"""Command line: ``vaekit train | eval | sample | report | data fetch``.
+"""Command line: ``vaekit train | eval | sample | report | doctor | data fetch``.
 
 Every config field is a flag (``latent_dim`` -> ``--latent-dim``); flags override
 ``--config FILE.yaml``, which overrides the defaults. ``vaekit train`` with no arguments
@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write RUN_DIR/report.html")
     r.add_argument("run_dir")
 
+    doc = sub.add_parser(
+        "doctor", help="diagnose a loss_function(recon_x, x, mu, logvar) against the exact -ELBO"
+    )
+    doc.add_argument("spec", metavar="MODULE:FUNCTION", help="e.g. mymodel:loss_function")
+    doc.add_argument("--json", action="store_true", help="print one JSON object")
+    doc.add_argument("--shape", default=None, help="one example's shape, e.g. 784 or 1,28,28")
+
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="put a data set in the cache (mnist | fashion_mnist)")
@@ -229,6 +236,10 @@ def _run(args: argparse.Namespace) -> int:
         from vaekit.report import write_report
 
         print(write_report(args.run_dir))
+    elif args.command == "doctor":
+        from vaekit.doctor import main as doctor
+
+        return doctor(args.spec, as_json=args.json, shape=args.shape)
     elif args.command == "data":
         from vaekit.data import fetch
 
