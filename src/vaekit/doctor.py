@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -147,7 +148,8 @@ class _Caller:
         if self.framework == "torch":
             args = [torch.from_numpy(a) for a in args]
         self.calls += 1
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. NumPy code handed torch tensors
             torch.manual_seed(seed)
             state = np.random.get_state()
             np.random.seed(seed)
@@ -199,8 +201,8 @@ def _setup(fn: Callable, shapes) -> tuple[_Caller, tuple[int, ...]]:
             errors.append(f"{framework} {shape}: returned {value}")
     raise ValueError(
         "fn must accept fn(recon_x [B, *shape], x [B, *shape], mu [B, Z], logvar [B, Z]) as "
-        f"float64 torch tensors or NumPy arrays for a shape in {list(shapes)}; every call "
-        "failed:\n  " + "\n  ".join(errors)
+        f"float64 torch tensors or NumPy arrays for a shape in "
+        f"{list(shapes or _SHAPES['torch'])}; every call failed:\n  " + "\n  ".join(errors)
     )
 
 
