@@ -8,8 +8,9 @@ Keras is first imported, e.g. ``KERAS_BACKEND=torch`` (PyTorch is installed with
 Keras' own default, TensorFlow, is not).
 
 No averaging over pixels: Keras' ``binary_crossentropy`` is a *mean* over the last axis,
-which is why Keras VAE examples multiply it by ``original_dim``; ``bernoulli_log_prob`` is
-the sum. :class:`VAE` trains ``rec + beta * kl`` per example, averaged over the batch::
+which is why the Keras 2 VAE example multiplied it by ``original_dim`` (flat images) and the
+current keras-io example sums it over axes (1, 2) (images ``[B, 28, 28, 1]``);
+``bernoulli_log_prob`` is the sum. :class:`VAE` trains ``rec + beta * kl`` per example, averaged over the batch::
 
     vae = VAE(encoder, decoder)          # encoder: x -> [B, 2Z] = [mean | log-variance]
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
