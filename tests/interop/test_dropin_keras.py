@@ -35,9 +35,8 @@ class Sampling(layers.Layer):
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
-@pytest.fixture(scope="module")
-def example():
-    """The example's encoder and decoder, in float64."""
+def build_example():
+    """The example's encoder and decoder (float64 layers) and a batch of binary images."""
     old = keras.config.floatx()
     keras.config.set_floatx("float64")
     try:
@@ -59,10 +58,15 @@ def example():
         x = layers.Conv2DTranspose(32, 3, activation="relu", strides=2, padding="same")(x)
         decoder_outputs = layers.Conv2DTranspose(1, 3, activation="sigmoid", padding="same")(x)
         decoder = keras.Model(latent_inputs, decoder_outputs, name="decoder")
-        data = (np.random.default_rng(0).uniform(size=(8, 28, 28, 1)) > 0.5).astype("float64")
-        yield encoder, decoder, data
     finally:
         keras.config.set_floatx(old)
+    data = (np.random.default_rng(0).uniform(size=(8, 28, 28, 1)) > 0.5).astype("float64")
+    return encoder, decoder, data
+
+
+@pytest.fixture(scope="module")
+def example():
+    return build_example()
 
 
 def example_loss(data, reconstruction, z_mean, z_log_var, bce=keras.losses.binary_crossentropy):
