@@ -82,6 +82,16 @@ class Diagnosis:
         """The diagnosis as a JSON-ready dict (the keys of ``vaekit doctor --json``)."""
         return asdict(self)
 
+    def _factor(self) -> str:
+        if self.factor is None:
+            return "n/a"
+        if self.kl_sign == "flipped":
+            b = -self.effective_beta
+            kl = "KL" if abs(b - 1) < 1e-9 else f"{_fmt(b)}·KL"
+            return f"your loss = {_fmt(self.factor)} × (rec − {kl}); the equivalent adds the KL"
+        const = f" + {self.constant:.6g} (at B = {_B})" if abs(self.constant) > 1e-9 else ""
+        return f"your loss = {_fmt(self.factor)} × equivalent{const}"
+
     def __str__(self) -> str:
         d = self.input_shape
         rows = [
@@ -95,9 +105,7 @@ class Diagnosis:
             ("effective β", _fmt(self.effective_beta)),
             ("verdict", self.verdict),
             ("equivalent", self.equivalent),
-            ("factor", f"your loss = {_fmt(self.factor)} × equivalent"
-                       + (f" + {self.constant:.6g} (at B = {_B})"
-                          if abs(self.constant) > 1e-9 else "")),
+            ("factor", self._factor()),
         ]  # fmt: skip
         rows += [("note", n) for n in self.notes]
         return "\n".join(f"  {k:<12} {v}" for k, v in rows)
@@ -407,8 +415,9 @@ def diagnose(fn: Callable, x_shape: tuple[int, ...] | None = None) -> Diagnosis:
     scale = "" if abs(w - 1) < 1e-6 else f"{_fmt(w)} × "
     kind = {"gaussian": " (Gaussian, σ² = 1/2, up to a constant)"}.get(likelihood, "")
     if sign == "flipped":
-        verdict = (f"not −ELBO: the KL enters with the wrong sign ({scale}[rec − "
-                   f"{_fmt(-beta)}·KL]); the equivalent shows the fix")  # fmt: skip
+        kl_txt = "KL" if abs(beta + 1) < 1e-6 else f"{_fmt(-beta)}·KL"
+        verdict = (f"not −ELBO: the KL enters with the wrong sign: {scale}(rec − {kl_txt}); "
+                   "the equivalent shows the fix")  # fmt: skip
     elif abs(beta - 1) < 1e-6:
         verdict = f"{scale}−ELBO{kind} {batch_txt}, β = 1"
     else:
@@ -419,10 +428,15 @@ def diagnose(fn: Callable, x_shape: tuple[int, ...] | None = None) -> Diagnosis:
     elif kl["form"] in ("none", "unknown"):
         verdict += f"; KL: {kl['form']}"
     constant = rec["c"]
+    def tidy(v: float) -> float:  # 784.000000000003 -> 784.0: float64 round-off of the fit
+        return float(f"{v:.12g}")
+
+    beta, w = tidy(beta), tidy(w)
     return Diagnosis(
         likelihood=likelihood, recon=recon, batch_reduction=red, pixel_reduction=pixel,
         kl=kl["form"], kl_sign=sign, kl_batch_reduction=kl["batch"], clipping=clip,
-        effective_beta=beta, rec_weight=w, kl_weight=kl["b"] * (_B if kl["batch"] == "mean" else 1),
+        effective_beta=beta, rec_weight=w,
+        kl_weight=tidy(kl["b"] * (_B if kl["batch"] == "mean" else 1)),
         factor=w, constant=constant, equivalent=equivalent, verdict=verdict,
         input_shape=list(shape), framework=call.framework, notes=notes,
     )  # fmt: skip
