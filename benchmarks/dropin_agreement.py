@@ -53,7 +53,9 @@ def pytorch_example():
     out = vaekit.classic_loss(recon, data, mu, logvar, probs=True, reduction="sum")
     emit("pytorch/examples vae/main.py", "classic_loss", ref.item(), out.loss.item(),
          max_diff(torch_grads(out.loss, params), g_ref), 128)  # fmt: skip
-    model = vaekit.VAE(m.encode, m.decode, prior=StandardNormal(20), likelihood=Bernoulli(probs=True))
+    model = vaekit.VAE(
+        m.encode, m.decode, prior=StandardNormal(20), likelihood=Bernoulli(probs=True)
+    )
     torch.manual_seed(1)
     out = vaekit.ELBO(reduction="sum")(model, data.view(-1, 784))
     emit("pytorch/examples vae/main.py", "VAE(model.encode, model.decode) + ELBO", ref.item(),
@@ -103,7 +105,6 @@ def pyro_tutorial():
 
 def keras_example():
     import keras
-
     from tests.interop import test_dropin_keras as T
 
     encoder, decoder, data = T.build_example()
@@ -121,13 +122,15 @@ def flax_example():
 
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
-
     from tests.interop import test_dropin_jax as T
 
     params = T._init(jax.random.key(0))
     batch = (jax.random.uniform(jax.random.key(1), (128, 784)) > 0.5).astype(jnp.float64)
     ref, g_ref = jax.value_and_grad(T.flax_loss)(params, batch, jax.random.key(2))
-    for route, fn in (("interop.jax.classic_loss", T.classic), ("interop.jax.elbo_loss", T.keyword)):
+    for route, fn in (
+        ("interop.jax.classic_loss", T.classic),
+        ("interop.jax.elbo_loss", T.keyword),
+    ):
         v, g = jax.value_and_grad(fn)(params, batch, jax.random.key(2))
         d = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                 for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True))  # fmt: skip

@@ -83,13 +83,18 @@ def _mnist_like(b=16):
     return torch.bernoulli(torch.rand(b, 1, 28, 28))  # the example's data: [B, 1, 28, 28]
 
 
-def test_pytorch_example_through_vaekit_vae():
+def _example_reference(seed):
+    """The example's model, a batch, and its loss and gradients with the draw of ``seed``."""
     m, data = ExampleVAE(), _mnist_like()
-    # (the same draw: the example's randn_like and vaekit's rsample consume the same stream)
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     recon, mu, logvar = m(data)
     ref = example_loss_function(recon, data, mu, logvar)
-    ref_grads = _grads(m, ref)
+    return m, data, ref, _grads(m, ref)
+
+
+def test_pytorch_example_through_vaekit_vae():
+    # (the same draw: the example's randn_like and vaekit's rsample consume the same stream)
+    m, data, ref, ref_grads = _example_reference(3)
 
     model = vaekit.VAE(
         m.encode, m.decode, prior=StandardNormal(20), likelihood=Bernoulli(probs=True)
@@ -101,11 +106,7 @@ def test_pytorch_example_through_vaekit_vae():
 
 
 def test_pytorch_example_through_classic_loss():
-    m, data = ExampleVAE(), _mnist_like()
-    torch.manual_seed(4)
-    recon, mu, logvar = m(data)
-    ref = example_loss_function(recon, data, mu, logvar)
-    ref_grads = _grads(m, ref)
+    m, data, ref, ref_grads = _example_reference(4)
     torch.manual_seed(4)
     recon, mu, logvar = m(data)  # the example's own forward, x not flattened
     out = vaekit.classic_loss(recon, data, mu, logvar, probs=True, reduction="sum")
@@ -183,7 +184,7 @@ class PyroDecoder(nn.Module):
 def test_pyro_tutorial(pyro_elbo, kl):
     pyro = pytest.importorskip("pyro")
     import pyro.distributions as dist
-    import pyro.infer
+    from pyro import infer
 
     z_dim, hidden = 50, 400  # the tutorial's sizes
     enc, dec = PyroEncoder(z_dim, hidden), PyroDecoder(z_dim, hidden)
@@ -211,7 +212,7 @@ def test_pyro_tutorial(pyro_elbo, kl):
     data = _mnist_like(8)
     pyro.clear_param_store()
     torch.manual_seed(5)
-    ref = getattr(pyro.infer, pyro_elbo)().differentiable_loss(model, guide, data)
+    ref = getattr(infer, pyro_elbo)().differentiable_loss(model, guide, data)
     ref_grads = torch.autograd.grad(ref, params)
 
     vae = vaekit.VAE(
@@ -304,13 +305,17 @@ def test_decoder_ending_in_an_activation_with_a_logits_likelihood(decoder_end, l
 
 def test_decoder_ending_in_sigmoid_with_probs_is_accepted():
     dec = nn.Sequential(nn.Linear(2, 6), nn.Sigmoid())
-    vae = vaekit.VAE(nn.Linear(6, 4), dec, prior=StandardNormal(2), likelihood=Bernoulli(probs=True))
+    vae = vaekit.VAE(
+        nn.Linear(6, 4), dec, prior=StandardNormal(2), likelihood=Bernoulli(probs=True)
+    )
     out = vaekit.ELBO()(vae, torch.bernoulli(torch.rand(3, 6)))
     assert torch.isfinite(out.loss)
 
 
 def test_own_model_given_to_an_objective_names_the_fix():
-    with pytest.raises(ValueError, match=r"has no samples=.*vaekit.VAE\(model.encode, model.decode"):
+    with pytest.raises(
+        ValueError, match=r"has no samples=.*vaekit.VAE\(model.encode, model.decode"
+    ):
         vaekit.ELBO()(ExampleVAE(), torch.rand(2, 784))
 
 

@@ -94,5 +94,3 @@ def classic_loss(
     beta_value = float(beta) if isinstance(beta, int | float) else beta.detach()
     metrics = {"rec": rec.detach().mean(), "kl": kl.detach().mean(), "beta": beta_value}
     return LossOutput(loss, per_example, metrics)
-
-

@@ -428,6 +428,7 @@ def diagnose(fn: Callable, x_shape: tuple[int, ...] | None = None) -> Diagnosis:
     elif kl["form"] in ("none", "unknown"):
         verdict += f"; KL: {kl['form']}"
     constant = rec["c"]
+
     def tidy(v: float) -> float:  # 784.000000000003 -> 784.0: float64 round-off of the fit
         return float(f"{v:.12g}")
 
@@ -449,14 +450,18 @@ def load(spec: str) -> Callable:
     """``MODULE:FUNCTION`` -> the function (the current directory is searched first)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"spec must be MODULE:FUNCTION (e.g. mymodel:loss_function); received {spec!r}")
+        raise ValueError(
+            f"spec must be MODULE:FUNCTION (e.g. mymodel:loss_function); received {spec!r}"
+        )
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # the user's module: report any import failure as one line
-        raise ValueError(f"could not import module {module_name!r}: {type(e).__name__}: {e}") from None
+        raise ValueError(
+            f"could not import module {module_name!r}: {type(e).__name__}: {e}"
+        ) from None
     fn = module
     for part in attr.split("."):
         if not hasattr(fn, part):
@@ -466,7 +471,9 @@ def load(spec: str) -> Callable:
             )
         fn = getattr(fn, part)
     if not callable(fn):
-        raise ValueError(f"{spec} must be a function fn(recon_x, x, mu, logvar); received {type(fn).__name__}")
+        raise ValueError(
+            f"{spec} must be a function fn(recon_x, x, mu, logvar); received {type(fn).__name__}"
+        )
     return fn
 
 
@@ -477,7 +484,9 @@ def main(spec: str, as_json: bool = False, shape: str | None = None) -> int:
         try:
             x_shape = tuple(int(s) for s in shape.split(","))
         except ValueError:
-            raise ValueError(f"--shape must be integers like 784 or 1,28,28; received {shape!r}") from None
+            raise ValueError(
+                f"--shape must be integers like 784 or 1,28,28; received {shape!r}"
+            ) from None
     result = diagnose(load(spec), x_shape)
     if as_json:
         print(json.dumps(result.to_dict()))

@@ -31,7 +31,9 @@ class Sampling(layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        epsilon = keras.random.normal(
+            ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
+        )
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
@@ -123,7 +125,9 @@ def test_keras_example_through_vaekit_vae(example):
 
 def test_keras_vae_misuse(example):
     encoder, decoder, data = example
-    with pytest.raises(ValueError, match="activation 'sigmoid': pass probs=True or remove the sigmoid"):
+    with pytest.raises(
+        ValueError, match="activation 'sigmoid': pass probs=True or remove the sigmoid"
+    ):
         VK.VAE(encoder, decoder, encoder_outputs=("mean", "logvar", "z"))
     with pytest.raises(ValueError, match="encoder_outputs must be one of"):
         VK.VAE(encoder, decoder, probs=True, encoder_outputs=("mu", "logvar"))
@@ -132,7 +136,9 @@ def test_keras_vae_misuse(example):
         vae(data)
     with pytest.raises(ValueError, match="probs must be stated"):
         VK.classic_loss(np.full((2, 4), 0.5), np.ones((2, 4)), np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="seed must be None, an int or a keras.random.SeedGenerator"):
+    with pytest.raises(
+        ValueError, match="seed must be None, an int or a keras.random.SeedGenerator"
+    ):
         VK.reparameterize(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)))
 
 

@@ -117,7 +117,9 @@ def bernoulli_log_prob(xp, logits, x):
 
 
 def bernoulli_probs_log_prob(xp, probs, x):
-    _values(xp, "recon_x", probs, 0.0, 1.0, "probs=True takes probabilities; use probs=False for logits")
+    _values(
+        xp, "recon_x", probs, 0.0, 1.0, "probs=True takes probabilities; use probs=False for logits"
+    )
     _values(xp, "x", x, 0.0, 1.0, "Bernoulli data must be in [0, 1] (scale 0-255 images by 1/255)")
     probs, x = broadcast(xp, probs=probs, x=x)
     log_p = xp.clip(xp.log(probs), LOG_PROB_MIN, math.inf)
@@ -368,24 +370,24 @@ def classic_terms(xp, rec, kl, beta, reduction: str) -> LossOutput:
     return LossOutput(_reduce(xp, per_example_loss, reduction), per_example)
 
 
-def classic_loss(
-    xp,
-    recon_x,
-    x,
-    mu,
-    logvar,
-    *,
-    probs=None,
-    likelihood="bernoulli",
-    reduction="mean",
-    beta=1.0,
-    scale=1.0,
-    param="logvar",
-):
-    recon_x, x, mu, p = check_classic(
-        xp, recon_x, x, mu, logvar, probs=probs, likelihood=likelihood,
-        reduction=reduction, beta=beta, scale=scale, param=param,
-    )  # fmt: skip
+def classic_options(
+    *, probs=None, likelihood="bernoulli", reduction="mean", beta=1.0, scale=1.0, param="logvar"
+) -> dict:
+    """The keyword options of ``classic_loss`` with their defaults (as ``vaekit.classic_loss``)."""
+    return {"probs": probs, "likelihood": likelihood, "reduction": reduction, "beta": beta,
+            "scale": scale, "param": param}  # fmt: skip
+
+
+def classic_loss(xp, recon_x, x, mu, logvar, options: dict):
+    try:
+        o = classic_options(**options)
+    except TypeError:
+        unknown = sorted(set(options) - set(classic_options()))
+        raise ValueError(
+            f"classic_loss takes the options {sorted(classic_options())}; received {unknown}"
+        ) from None
+    likelihood, probs, scale, param = o["likelihood"], o["probs"], o["scale"], o["param"]
+    recon_x, x, mu, p = check_classic(xp, recon_x, x, mu, logvar, **o)
     if likelihood == "gaussian":
         log_var = xp.full_like(recon_x, 2.0 * math.log(scale))
         log_px = gaussian_log_prob(xp, x, recon_x, log_var)
@@ -396,4 +398,4 @@ def classic_loss(
     else:
         log_px = bernoulli_log_prob(xp, recon_x, x)
     logvar = 2.0 * xp.log(p) if param == "scale" else xp.clip(p, LOGVAR_MIN, LOGVAR_MAX)
-    return classic_terms(xp, -log_px, kl_normal_std(xp, mu, logvar), beta, reduction)
+    return classic_terms(xp, -log_px, kl_normal_std(xp, mu, logvar), o["beta"], o["reduction"])

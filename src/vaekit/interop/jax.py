@@ -193,17 +193,7 @@ def _describe(a) -> str:
 
 
 def classic_loss(
-    recon_x: jax.Array,
-    x: jax.Array,
-    mu: jax.Array,
-    logvar: jax.Array,
-    *,
-    probs: bool | None = None,
-    likelihood: str = "bernoulli",
-    reduction: str = "mean",
-    beta: float | jax.Array = 1.0,
-    scale: float = 1.0,
-    param: str = "logvar",
+    recon_x: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, **options
 ) -> LossOutput:
     """``loss_function(recon_x, x, mu, logvar)`` of the classic VAE scripts, exact; nats.
 
@@ -213,7 +203,10 @@ def classic_loss(
 
     Args:
         recon_x: decoder output ``[B, ...]`` (x's shape, or flat ``[B, D]``: x is then
-            reshaped to it, as the scripts' ``x.view(-1, 784)``).
+            reshaped to it, as the scripts' ``x.view(-1, 784)``); x, mu, logvar as there.
+        options: keywords, with :func:`vaekit.classic_loss`'s defaults: ``probs``,
+            ``likelihood="bernoulli"``, ``reduction="mean"``, ``beta=1.0``, ``scale=1.0``,
+            ``param="logvar"``; an unknown one is a ``ValueError``.
         probs: for ``likelihood="bernoulli"``, required: ``True`` for probabilities (a
             sigmoid at the end; log-probabilities clamped at -100 as torch's BCE), ``False``
             for logits.
@@ -224,10 +217,7 @@ def classic_loss(
     Returns:
         ``LossOutput(loss, per_example={"rec", "kl", "bound", "loss"})``.
     """
-    return _f.classic_loss(
-        _XP, recon_x, x, mu, logvar, probs=probs, likelihood=likelihood,
-        reduction=reduction, beta=beta, scale=scale, param=param,
-    )  # fmt: skip
+    return _f.classic_loss(_XP, recon_x, x, mu, logvar, options)
 
 
 def elbo_loss(
@@ -263,9 +253,8 @@ def elbo_loss(
     Returns:
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "loss"})`` (a pytree).
     """
-    return _f.elbo_loss(
-        _XP, x, mu, logvar, params, beta=beta, likelihood=likelihood, reduction=reduction, probs=probs
-    )
+    kw = {"beta": beta, "likelihood": likelihood, "reduction": reduction, "probs": probs}
+    return _f.elbo_loss(_XP, x, mu, logvar, params, **kw)
 
 
 def iwae_loss(

@@ -205,14 +205,11 @@ def elbo_loss(
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "loss"})`` with
         ``loss = rec + beta * kl`` per example and ``bound = -rec - kl``.
     """
-    return _f.elbo_loss(
-        _XP, x, mu, logvar, params, beta=beta, likelihood=likelihood, reduction=reduction, probs=probs
-    )
+    kw = {"beta": beta, "likelihood": likelihood, "reduction": reduction, "probs": probs}
+    return _f.elbo_loss(_XP, x, mu, logvar, params, **kw)
 
 
-def iwae_loss(
-    x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean", probs=False
-):
+def iwae_loss(x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean", probs=False):
     """Negative IWAE_K bound (Burda et al. 2015), as ``vaekit.objectives.IWAE``; nats.
 
     Same arguments and outputs as :func:`vaekit.interop.jax.iwae_loss`: z ``[K, B, Z]``
@@ -226,19 +223,7 @@ def iwae_loss(
     )
 
 
-def classic_loss(
-    recon_x,
-    x,
-    mu,
-    logvar,
-    *,
-    probs=None,
-    likelihood="bernoulli",
-    reduction="mean",
-    beta=1.0,
-    scale=1.0,
-    param="logvar",
-):
+def classic_loss(recon_x, x, mu, logvar, **options):
     """``loss_function(recon_x, x, mu, logvar)`` of the classic VAE scripts, exact; nats.
 
     Per example ``rec = -log p(x | recon_x)`` summed over pixels (Keras'
@@ -250,10 +235,7 @@ def classic_loss(
     Returns:
         ``LossOutput(loss, per_example={"rec", "kl", "bound", "loss"})``.
     """
-    return _f.classic_loss(
-        _XP, recon_x, x, mu, logvar, probs=probs, likelihood=likelihood,
-        reduction=reduction, beta=beta, scale=scale, param=param,
-    )  # fmt: skip
+    return _f.classic_loss(_XP, recon_x, x, mu, logvar, options)
 
 
 ENCODER_OUTPUTS = (
@@ -315,7 +297,9 @@ class VAE(keras.Model):
     ):
         super().__init__(**kwargs)
         _f._check_loss_args(likelihood, "mean", beta, probs)
-        encoder_outputs = tuple(encoder_outputs) if isinstance(encoder_outputs, list) else encoder_outputs
+        encoder_outputs = (
+            tuple(encoder_outputs) if isinstance(encoder_outputs, list) else encoder_outputs
+        )
         if encoder_outputs not in ENCODER_OUTPUTS:
             raise ValueError(
                 f"encoder_outputs must be one of {list(ENCODER_OUTPUTS)}; received {encoder_outputs!r}"
