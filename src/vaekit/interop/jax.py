@@ -17,6 +17,11 @@ Losses from encoder and decoder outputs::
     z = reparameterize(key, mu, logvar)                   # [B, Z]; samples=K gives [K, B, Z]
     out = elbo_loss(x, mu, logvar, decoder(z))            # decoder output: Bernoulli logits
     out.loss, out.per_example["rec"], out.per_example["kl"]
+
+Existing code with a ``loss_function(recon_x, x, mu, logvar)`` (Flax's ``examples/vae``):
+``classic_loss(recon_x, x, mu, logvar, probs=False)``; a decoder ending in a sigmoid:
+``probs=True`` (here and in ``elbo_loss``). ``reparameterize(mu=, logvar=, seed=)`` reads the
+same as in :mod:`vaekit.interop.keras`.
 """
 
 from __future__ import annotations

@@ -351,6 +351,8 @@ class VAE(keras.Model):
                 )
             mu, p = ops.split(h, 2, axis=-1)
         if names[1] == "scale":
+            hint = "encoder_outputs states a scale (sigma); a log-variance is 'logvar'"
+            _f._values(_XP, "encoder output 'scale'", p, 1e-300, float("inf"), hint)
             p = 2.0 * ops.log(p)
         return mu, p
 
