@@ -163,6 +163,12 @@ class _Caller:
             np.random.seed(seed)
             try:
                 out = self.fn(*args)
+            except Exception as e:  # the user's code: one clear line, not its traceback
+                shapes = ", ".join(str(tuple(a.shape)) for a in args)
+                raise ValueError(
+                    f"fn(recon_x, x, mu, logvar) raised {type(e).__name__}: {e} (probe: {self.framework} "
+                    f"arrays of shapes {shapes})"
+                ) from None
             finally:
                 np.random.set_state(state)
         return _scalar(out)
@@ -201,8 +207,8 @@ def _setup(fn: Callable, shapes) -> tuple[_Caller, tuple[int, ...]]:
             zeros = np.zeros((_B, _Z))
             try:
                 value = caller(r, x, zeros, zeros)
-            except Exception as e:  # the user's code: any failure means "not this form"
-                errors.append(f"{framework} {shape}: {type(e).__name__}: {e}"[:300])
+            except ValueError as e:  # the call failed (see _Caller): not this form
+                errors.append(f"{framework} {shape}: {e}"[:300])
                 continue
             if math.isfinite(value):
                 return caller, tuple(shape)
