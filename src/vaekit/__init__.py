@@ -11,6 +11,7 @@ import importlib as _importlib
 
 from vaekit import functional, likelihoods, objectives, posteriors, priors, quantizers, schedules
 from vaekit._checks import validation
+from vaekit.classic import classic_loss
 from vaekit.models.vae import VAE
 from vaekit.objectives import ELBO, IWAE, LossOutput
 
@@ -19,6 +20,7 @@ __all__ = [
     "ELBO",
     "IWAE",
     "LossOutput",
+    "classic_loss",
     "functional",
     "likelihoods",
     "objectives",

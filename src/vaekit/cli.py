@@ -1,5 +1,5 @@
 """Command line: ``vaekit train | eval | sample | export | fit-sampler | report | explore |
-data fetch``.
+doctor | data fetch``.
 
 Every config field is a flag (``latent_dim`` -> ``--latent-dim``); flags override
 ``--config FILE.yaml``, which overrides the defaults. ``vaekit train`` with no arguments
@@ -222,6 +222,12 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--ort-dir", default=None, metavar="DIR", help="onnxruntime-web's dist folder (npm)"
     )
+    doc = sub.add_parser(
+        "doctor", help="diagnose a loss_function(recon_x, x, mu, logvar) against the exact -ELBO"
+    )
+    doc.add_argument("spec", metavar="MODULE:FUNCTION", help="e.g. mymodel:loss_function")
+    doc.add_argument("--json", action="store_true", help="print one JSON object")
+    doc.add_argument("--shape", default=None, help="one example's shape, e.g. 784 or 1,28,28")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -312,6 +318,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 ort_dir=args.ort_dir,
             )
         )
+    elif args.command == "doctor":
+        from vaekit.doctor import main as doctor
+
+        return doctor(args.spec, as_json=args.json, shape=args.shape)
     elif args.command == "data":
         from vaekit.data import fetch
 

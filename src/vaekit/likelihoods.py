@@ -187,15 +187,48 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
 
+# torch's binary_cross_entropy clamps log-probabilities at -100: a probability of exactly 0 or
+# 1 (a saturated sigmoid) costs at most 100 nats per value instead of an infinite loss
+LOG_PROB_MIN = -100.0
+
+
+def _clamped_log(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max(log p, -100), max(log(1 - p), -100))``, the clamps of torch's BCE, elementwise."""
+    return torch.log(p).clamp(min=LOG_PROB_MIN), torch.log1p(-p).clamp(min=LOG_PROB_MIN)
+
+
+def _check_probs(name: str, params: torch.Tensor, fix: str) -> None:
+    check_range("params", params, 0.0, 1.0, f"{name}(probs=True) takes probabilities; {fix}")
+
+
 class Bernoulli(Likelihood):
     """Bernoulli on logits: ``log p = sum(x logits - softplus(logits))``, x in [0, 1], nats.
 
-    Non-binary x in (0, 1) is accepted (as Keras' BCE does) but is then not a normalised
-    density; prefer :class:`ContinuousBernoulli` for grayscale data.
+    ``probs=True``: the decoder outputs probabilities (it ends in a sigmoid), and
+    ``log p = sum(x max(log p, -100) + (1 - x) max(log(1 - p), -100))``, the clamped form
+    of ``torch.nn.functional.binary_cross_entropy``. Logits are the stabler choice; the flag
+    exists for existing decoders. Non-binary x in (0, 1) is accepted (as Keras' BCE does)
+    but is then not a normalised density; prefer :class:`ContinuousBernoulli` for grayscale.
     """
+
+    def __init__(self, probs: bool = False):
+        super().__init__()
+        if not isinstance(probs, bool):
+            raise ValueError(f"probs must be True or False; received {probs!r}")
+        self.probs = probs
 
     def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
         dims = tuple(range(-nd, 0))
+        if self.probs:
+            if validation_enabled():
+                _check_probs("Bernoulli", params, "for logits use Bernoulli()")
+            log_p, log_1mp = _clamped_log(params)
+
+            def summed(x: torch.Tensor) -> torch.Tensor:
+                return (x * log_p + (1 - x) * log_1mp).sum(dims)
+
+            base = _Bernoulli(probs=params, validate_args=False)
+            return _Event(base, nd, _in_unit_interval, summed=summed)
 
         def summed(x: torch.Tensor) -> torch.Tensor:
             # two reductions instead of torch's elementwise BCE then a sum: ~35% less time
@@ -204,6 +237,9 @@ class Bernoulli(Likelihood):
         base = _Bernoulli(logits=params, validate_args=False)
         # (with no event dims, sum over () would sum everything: keep torch's elementwise form)
         return _Event(base, nd, _in_unit_interval, summed=summed if nd else None)
+
+    def extra_repr(self) -> str:
+        return "probs=True" if self.probs else ""
 
 
 class _StableContinuousBernoulli(_ContinuousBernoulli):
@@ -580,13 +616,18 @@ class Categorical(Likelihood):
     The decoder outputs ``bins`` blocks on the channel axis (one logit per level). x is
     either an integer tensor of levels in ``{0, ..., bins-1}`` or floats in [0, 1] that are
     mapped to ``round(x (bins - 1))``; samples and means are returned as floats in [0, 1].
+    ``probs=True``: the decoder outputs probabilities (a softmax over the levels), read as
+    ``max(log p, -100)``.
     """
 
-    def __init__(self, bins: int = 256):
+    def __init__(self, bins: int = 256, probs: bool = False):
         super().__init__()
         if bins < 2:
             raise ValueError(f"bins must be >= 2; received {bins}")
+        if not isinstance(probs, bool):
+            raise ValueError(f"probs must be True or False; received {probs!r}")
         self.bins = self.n_params = bins
+        self.probs = probs
 
     def _to_index(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():
@@ -600,6 +641,10 @@ class Categorical(Likelihood):
             check_range("x", x, 0, self.bins - 1, "integer data must be levels 0..bins-1")
 
     def _distribution(self, params: torch.Tensor, nd: int) -> Distribution:
+        if self.probs:
+            if validation_enabled():
+                _check_probs("Categorical", params, "for logits use Categorical(bins)")
+            params = torch.log(params).clamp(min=LOG_PROB_MIN)  # normalised again below
         logits = self._blocks(params, nd).movedim(-nd - 1, -1)  # [..., C, *rest, bins]
         base = _CategoricalLevels(logits=logits, validate_args=False)
         return _Event(base, nd, self._check, self._to_index, lambda i: i / (self.bins - 1))

@@ -30,6 +30,11 @@ _LOG_2 = math.log(2.0)
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 30.0
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 REDUCTIONS = ("mean", "sum", "none")
+# the classic-signature loss also takes a Gaussian on the decoder output (a mean)
+CLASSIC_LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+PARAMS = ("logvar", "scale")
+# torch's binary_cross_entropy clamps log-probabilities at -100 (vaekit.likelihoods does too)
+LOG_PROB_MIN = -100.0
 
 
 class LossOutput(NamedTuple):
@@ -109,6 +114,17 @@ def bernoulli_log_prob(xp, logits, x):
     _values(xp, "x", x, 0.0, 1.0, "Bernoulli data must be in [0, 1] (scale 0-255 images by 1/255)")
     logits, x = broadcast(xp, logits=logits, x=x)
     return -sum_event(xp, _bce(xp, logits, x))
+
+
+def bernoulli_probs_log_prob(xp, probs, x):
+    _values(
+        xp, "recon_x", probs, 0.0, 1.0, "probs=True takes probabilities; use probs=False for logits"
+    )
+    _values(xp, "x", x, 0.0, 1.0, "Bernoulli data must be in [0, 1] (scale 0-255 images by 1/255)")
+    probs, x = broadcast(xp, probs=probs, x=x)
+    log_p = xp.clip(xp.log(probs), LOG_PROB_MIN, math.inf)
+    log_1mp = xp.clip(xp.log1p(-probs), LOG_PROB_MIN, math.inf)
+    return sum_event(xp, x * log_p + (1.0 - x) * log_1mp)
 
 
 def gaussian_log_prob(xp, x, mean, logvar):
@@ -195,7 +211,7 @@ def _normal_log_pdf(xp, z, mu=None, logvar=None):
     return -0.5 * xp.sum(_LOG_2PI + logvar + xp.square(z - mu) * xp.exp(-logvar), axis=-1)
 
 
-def _log_px(xp, likelihood, params, x, lead: int):
+def _log_px(xp, likelihood, params, x, lead: int, probs: bool = False):
     """log p(x | params) per example for params ``[*lead, B, ...]`` -> ``[*lead, B]``."""
     if lead:
         shape = tuple(params.shape)
@@ -207,20 +223,29 @@ def _log_px(xp, likelihood, params, x, lead: int):
         n = int(np.prod(shape[: lead + 1]))
         flat = xp.reshape(params, (n, *shape[lead + 1 :]))
         xs = xp.reshape(xp.broadcast_to(x, (*shape[:lead], *x.shape)), (n, *x.shape[1:]))
-        return xp.reshape(_log_px(xp, likelihood, flat, xs, 0), shape[: lead + 1])
+        return xp.reshape(_log_px(xp, likelihood, flat, xs, 0, probs), shape[: lead + 1])
     if callable(likelihood):
         return likelihood(params, x)
     if likelihood == "bernoulli":
+        if probs:
+            return bernoulli_probs_log_prob(xp, params, x)
         return bernoulli_log_prob(xp, params, x)
     return continuous_bernoulli_log_prob(xp, params, x)
 
 
-def _check_loss_args(likelihood, reduction: str, beta=None) -> None:
+def _check_loss_args(likelihood, reduction: str, beta=None, probs: bool = False) -> None:
     if not callable(likelihood):
         check_choice("likelihood", likelihood, LIKELIHOODS)
     check_choice("reduction", reduction, REDUCTIONS)
     if isinstance(beta, Real):
         check_positive("beta", beta, allow_zero=True)
+    if not isinstance(probs, bool):
+        raise ValueError(f"probs must be True or False; received {probs!r}")
+    if probs and likelihood != "bernoulli":
+        raise ValueError(
+            f"probs=True needs likelihood='bernoulli' (probabilities of a decoder ending in a "
+            f"sigmoid); received likelihood={likelihood!r}: give it logits (probs=False)"
+        )
 
 
 def _reduce(xp, per_example, reduction: str):
@@ -239,8 +264,10 @@ def _check_latents(mu, logvar) -> None:
         )
 
 
-def elbo_loss(xp, x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", reduction="mean"):
-    _check_loss_args(likelihood, reduction, beta)
+def elbo_loss(
+    xp, x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", reduction="mean", probs=False
+):
+    _check_loss_args(likelihood, reduction, beta, probs)
     x, mu, logvar, params = (xp.asarray(a) for a in (x, mu, logvar, params))
     _check_latents(mu, logvar)
     logvar = xp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
@@ -250,7 +277,7 @@ def elbo_loss(xp, x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", re
             f"decoder output must have x's shape {tuple(x.shape)} or [S, *x.shape] for S samples; "
             f"received shape {tuple(params.shape)}"
         )
-    log_px = _log_px(xp, likelihood, params, x, lead)
+    log_px = _log_px(xp, likelihood, params, x, lead, probs)
     rec = -(_mean(xp, log_px, axis=0) if lead else log_px)
     kl = kl_normal_std(xp, mu, logvar)
     per_example_loss = rec + beta * kl
@@ -258,8 +285,10 @@ def elbo_loss(xp, x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", re
     return LossOutput(_reduce(xp, per_example_loss, reduction), per_example)
 
 
-def iwae_loss(xp, x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean"):
-    _check_loss_args(likelihood, reduction)
+def iwae_loss(
+    xp, x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean", probs=False
+):
+    _check_loss_args(likelihood, reduction, probs=probs)
     x, mu, logvar, z, params = (xp.asarray(a) for a in (x, mu, logvar, z, params))
     _check_latents(mu, logvar)
     if len(z.shape) != 3 or tuple(z.shape[1:]) != tuple(mu.shape):
@@ -273,7 +302,7 @@ def iwae_loss(xp, x, mu, logvar, z, params, *, likelihood="bernoulli", reduction
             f"per sample in z) and x of shape {tuple(x.shape)}; received shape {tuple(params.shape)}"
         )
     logvar = xp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
-    log_px = _log_px(xp, likelihood, params, x, 1)
+    log_px = _log_px(xp, likelihood, params, x, 1, probs)
     log_pz = _normal_log_pdf(xp, z)
     log_qz = _normal_log_pdf(xp, z, mu, logvar)
     bound = iwae_bound(xp, log_px + log_pz - log_qz)
@@ -281,3 +310,92 @@ def iwae_loss(xp, x, mu, logvar, z, params, *, likelihood="bernoulli", reduction
     kl = _mean(xp, log_qz - log_pz, axis=0)
     per_example = {"bound": bound, "rec": rec, "kl": kl, "elbo": -rec - kl, "loss": -bound}
     return LossOutput(_reduce(xp, -bound, reduction), per_example)
+
+
+# ---------------------------------------------------------------- the classic signature
+
+
+def check_classic(
+    xp, recon_x, x, mu, logvar, *, probs, likelihood, reduction, beta, scale, param
+) -> tuple:
+    """Argument checks of ``classic_loss`` (every framework): returns ``(recon_x, x, mu, p)``.
+
+    x is reshaped to recon_x's shape when recon_x is flat ``[B, D]`` and x is ``[B, ...]``
+    with D values per example (the examples' ``x.view(-1, 784)``); anything else must match.
+    """
+    check_choice("likelihood", likelihood, CLASSIC_LIKELIHOODS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("param", param, PARAMS)
+    if isinstance(beta, Real):
+        check_positive("beta", beta, allow_zero=True)
+    if likelihood == "bernoulli" and not isinstance(probs, bool):
+        raise ValueError(
+            "probs must be stated for likelihood='bernoulli': True if recon_x holds "
+            "probabilities (a decoder ending in a sigmoid), False if it holds logits; "
+            f"received {probs!r}"
+        )
+    if likelihood != "bernoulli" and probs not in (None, False):
+        raise ValueError(
+            f"probs must be None or False for likelihood={likelihood!r} (recon_x is "
+            f"{'logits' if likelihood == 'continuous_bernoulli' else 'the mean'}); received {probs!r}"
+        )
+    if isinstance(scale, bool) or not (isinstance(scale, Real) and 0 < scale < math.inf):
+        raise ValueError(f"scale must be a positive finite number (sigma); received {scale!r}")
+    recon_x, x, mu, logvar = (xp.asarray(a) for a in (recon_x, x, mu, logvar))
+    rs, xs = tuple(recon_x.shape), tuple(x.shape)
+    if len(rs) < 2:
+        raise ValueError(f"recon_x must be a batch [B, ...]; received shape {rs}")
+    if xs != rs:
+        flat = len(rs) == 2 and len(xs) >= 2 and xs[0] == rs[0] and int(np.prod(xs[1:])) == rs[1]
+        if not flat:
+            raise ValueError(
+                f"x must have recon_x's shape {rs} (or [B, ...] with {rs[-1]} values per example "
+                f"for a flat recon_x); received x of shape {xs}"
+            )
+        x = xp.reshape(x, rs)
+    _check_latents(mu, logvar)
+    if mu.shape[0] != rs[0]:
+        raise ValueError(
+            f"mu must have recon_x's batch size {rs[0]}; received mu of shape {tuple(mu.shape)}"
+        )
+    if param == "scale":
+        _values(xp, "logvar", logvar, 1e-300, math.inf, "param='scale' takes a positive sigma")
+    return recon_x, x, mu, logvar
+
+
+def classic_terms(xp, rec, kl, beta, reduction: str) -> LossOutput:
+    """``LossOutput(loss = reduce(rec + beta kl), {"rec", "kl", "bound", "loss"})``, nats ``[B]``."""
+    per_example_loss = rec + beta * kl
+    per_example = {"rec": rec, "kl": kl, "bound": -rec - kl, "loss": per_example_loss}
+    return LossOutput(_reduce(xp, per_example_loss, reduction), per_example)
+
+
+def classic_options(
+    *, probs=None, likelihood="bernoulli", reduction="mean", beta=1.0, scale=1.0, param="logvar"
+) -> dict:
+    """The keyword options of ``classic_loss`` with their defaults (as ``vaekit.classic_loss``)."""
+    return {"probs": probs, "likelihood": likelihood, "reduction": reduction, "beta": beta,
+            "scale": scale, "param": param}  # fmt: skip
+
+
+def classic_loss(xp, recon_x, x, mu, logvar, options: dict):
+    try:
+        o = classic_options(**options)
+    except TypeError:
+        unknown = sorted(set(options) - set(classic_options()))
+        raise ValueError(
+            f"classic_loss takes the options {sorted(classic_options())}; received {unknown}"
+        ) from None
+    likelihood, probs, scale, param = o["likelihood"], o["probs"], o["scale"], o["param"]
+    recon_x, x, mu, p = check_classic(xp, recon_x, x, mu, logvar, **o)
+    if likelihood == "gaussian":
+        log_var = xp.full_like(recon_x, 2.0 * math.log(scale))
+        log_px = gaussian_log_prob(xp, x, recon_x, log_var)
+    elif likelihood == "continuous_bernoulli":
+        log_px = continuous_bernoulli_log_prob(xp, recon_x, x)
+    elif probs:
+        log_px = bernoulli_probs_log_prob(xp, recon_x, x)
+    else:
+        log_px = bernoulli_log_prob(xp, recon_x, x)
+    logvar = 2.0 * xp.log(p) if param == "scale" else xp.clip(p, LOGVAR_MIN, LOGVAR_MAX)
+    return classic_terms(xp, -log_px, kl_normal_std(xp, mu, logvar), o["beta"], o["reduction"])

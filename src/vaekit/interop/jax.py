@@ -17,6 +17,11 @@ Losses from encoder and decoder outputs::
     z = reparameterize(key, mu, logvar)                   # [B, Z]; samples=K gives [K, B, Z]
     out = elbo_loss(x, mu, logvar, decoder(z))            # decoder output: Bernoulli logits
     out.loss, out.per_example["rec"], out.per_example["kl"]
+
+Existing code with a ``loss_function(recon_x, x, mu, logvar)`` (Flax's ``examples/vae``):
+``classic_loss(recon_x, x, mu, logvar, probs=False)``; a decoder ending in a sigmoid:
+``probs=True`` (here and in ``elbo_loss``). ``reparameterize(mu=, logvar=, seed=)`` reads the
+same as in :mod:`vaekit.interop.keras`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ __all__ = [
     "reparameterize",
     "elbo_loss",
     "iwae_loss",
+    "classic_loss",
 ]
 
 _XP = SimpleNamespace(
@@ -138,16 +144,85 @@ def iwae_bound(log_w: jax.Array) -> jax.Array:
 
 
 def reparameterize(
-    key: jax.Array, mu: jax.Array, logvar: jax.Array, samples: int | None = None
+    key: jax.Array | None = None,
+    mu: jax.Array | None = None,
+    logvar: jax.Array | None = None,
+    samples: int | None = None,
+    *,
+    seed: jax.Array | int | None = None,
 ) -> jax.Array:
     """Draw z = mu + e^(logvar/2) * eps, eps ~ N(0, I): ``[B, Z]``, or ``[samples, B, Z]``.
 
-    logvar is clamped to [-30, 30] as in :class:`vaekit.posteriors.DiagonalGaussian`.
+    Two call forms: JAX's positional ``reparameterize(key, mu, logvar)``, and the keyword
+    form shared with :func:`vaekit.interop.keras.reparameterize`,
+    ``reparameterize(mu=mu, logvar=logvar, seed=key_or_int)``. A key that is not a PRNG key
+    (e.g. the Keras order ``(mu, logvar, seed)``) is a ``ValueError``. logvar is clamped to
+    [-30, 30] as in :class:`vaekit.posteriors.DiagonalGaussian`.
     """
+    if seed is not None:
+        if key is not None:
+            raise ValueError(f"give key or seed, not both; received key={key!r}, seed={seed!r}")
+        key = jax.random.key(seed) if isinstance(seed, int) else seed
+    if not _is_key(key):
+        raise ValueError(
+            "key must be a JAX PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)); received "
+            f"{_describe(key)}. The JAX order is reparameterize(key, mu, logvar); the keyword "
+            "form reparameterize(mu=mu, logvar=logvar, seed=key) is the same in JAX and Keras"
+        )
+    if mu is None or logvar is None:
+        raise ValueError(f"mu and logvar are required; received mu={mu!r}, logvar={logvar!r}")
     mu, logvar = jnp.asarray(mu), jnp.asarray(logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape [B, Z]; received mu {mu.shape}, "
+            f"logvar {logvar.shape}"
+        )
     shape = mu.shape if samples is None else (samples, *mu.shape)
     eps = jax.random.normal(key, shape, dtype=mu.dtype)
     return mu + jnp.exp(0.5 * jnp.clip(logvar, _f.LOGVAR_MIN, _f.LOGVAR_MAX)) * eps
+
+
+def _is_key(key) -> bool:
+    """A typed key (``jax.random.key``) or a raw ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+    if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+        return False
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return True
+    return key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
+
+
+def _describe(a) -> str:
+    if hasattr(a, "dtype") and hasattr(a, "shape"):
+        return f"an array of dtype {a.dtype} and shape {tuple(a.shape)}"
+    return repr(a)
+
+
+def classic_loss(
+    recon_x: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, **options
+) -> LossOutput:
+    """``loss_function(recon_x, x, mu, logvar)`` of the classic VAE scripts, exact; nats.
+
+    Per example ``rec = -log p(x | recon_x)`` summed over pixels, ``kl = KL(N(mu,
+    e^logvar) || N(0, I))`` analytic, ``loss = rec + beta kl``, reduced over the batch by
+    ``reduction``. Same arguments in PyTorch (:func:`vaekit.classic_loss`) and Keras.
+
+    Args:
+        recon_x: decoder output ``[B, ...]`` (x's shape, or flat ``[B, D]``: x is then
+            reshaped to it, as the scripts' ``x.view(-1, 784)``); x, mu, logvar as there.
+        options: keywords, with :func:`vaekit.classic_loss`'s defaults: ``probs``,
+            ``likelihood="bernoulli"``, ``reduction="mean"``, ``beta=1.0``, ``scale=1.0``,
+            ``param="logvar"``; an unknown one is a ``ValueError``.
+        probs: for ``likelihood="bernoulli"``, required: ``True`` for probabilities (a
+            sigmoid at the end; log-probabilities clamped at -100 as torch's BCE), ``False``
+            for logits.
+        likelihood: ``"bernoulli" | "continuous_bernoulli"`` (logits) ``| "gaussian"``
+            (recon_x the mean, sigma = ``scale``).
+        param: ``"logvar"`` (the 4th argument is log sigma^2) or ``"scale"`` (it is sigma).
+
+    Returns:
+        ``LossOutput(loss, per_example={"rec", "kl", "bound", "loss"})``.
+    """
+    return _f.classic_loss(_XP, recon_x, x, mu, logvar, options)
 
 
 def elbo_loss(
@@ -159,6 +234,7 @@ def elbo_loss(
     beta: float | jax.Array = 1.0,
     likelihood="bernoulli",
     reduction: str = "mean",
+    probs: bool = False,
 ) -> LossOutput:
     """Negative ELBO with an analytic KL to N(0, I), as ``vaekit.objectives.ELBO``; nats.
 
@@ -176,13 +252,14 @@ def elbo_loss(
             callable ``(params, x) -> [B]`` log-density such as
             ``lambda p, x: gaussian_log_prob(x, *jnp.split(p, 2, axis=1))``.
         reduction: ``"mean" | "sum" | "none"`` over the batch axis.
+        probs: ``True`` if params are Bernoulli probabilities (a decoder ending in a
+            sigmoid), read as ``max(log p, -100)`` like torch's BCE; ``False``: logits.
 
     Returns:
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "loss"})`` (a pytree).
     """
-    return _f.elbo_loss(
-        _XP, x, mu, logvar, params, beta=beta, likelihood=likelihood, reduction=reduction
-    )
+    kw = {"beta": beta, "likelihood": likelihood, "reduction": reduction, "probs": probs}
+    return _f.elbo_loss(_XP, x, mu, logvar, params, **kw)
 
 
 def iwae_loss(
@@ -194,6 +271,7 @@ def iwae_loss(
     *,
     likelihood="bernoulli",
     reduction: str = "mean",
+    probs: bool = False,
 ) -> LossOutput:
     """Negative IWAE_K bound (Burda et al. 2015), as ``vaekit.objectives.IWAE``; nats.
 
@@ -207,9 +285,11 @@ def iwae_loss(
         mu, logvar: encoder output halves, ``[B, Z]`` each (logvar clamped to [-30, 30]).
         z: ``[K, B, Z]`` draws, e.g. ``reparameterize(key, mu, logvar, samples=K)``.
         params: decoder output for each draw, ``[K, *x.shape]``.
-        likelihood, reduction: as in :func:`elbo_loss`.
+        likelihood, reduction, probs: as in :func:`elbo_loss`.
 
     Returns:
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "elbo", "loss"})``.
     """
-    return _f.iwae_loss(_XP, x, mu, logvar, z, params, likelihood=likelihood, reduction=reduction)
+    return _f.iwae_loss(
+        _XP, x, mu, logvar, z, params, likelihood=likelihood, reduction=reduction, probs=probs
+    )

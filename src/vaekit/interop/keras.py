@@ -8,8 +8,9 @@ Keras is first imported, e.g. ``KERAS_BACKEND=torch`` (PyTorch is installed with
 Keras' own default, TensorFlow, is not).
 
 No averaging over pixels: Keras' ``binary_crossentropy`` is a *mean* over the last axis,
-which is why Keras VAE examples multiply it by ``original_dim``; ``bernoulli_log_prob`` is
-the sum. :class:`VAE` trains ``rec + beta * kl`` per example, averaged over the batch::
+which is why the Keras 2 VAE example multiplied it by ``original_dim`` (flat images) and the
+current keras-io example sums it over axes (1, 2) (images ``[B, 28, 28, 1]``);
+``bernoulli_log_prob`` is the sum. :class:`VAE` trains ``rec + beta * kl`` per example, averaged over the batch::
 
     vae = VAE(encoder, decoder)          # encoder: x -> [B, 2Z] = [mean | log-variance]
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -47,6 +48,7 @@ __all__ = [
     "reparameterize",
     "elbo_loss",
     "iwae_loss",
+    "classic_loss",
     "VAE",
     "BetaSchedule",
     "Cyclical",
@@ -163,34 +165,51 @@ def reparameterize(mu, logvar, seed=None, samples: int | None = None):
     """Draw z = mu + e^(logvar/2) * eps, eps ~ N(0, I): ``[B, Z]``, or ``[samples, B, Z]``.
 
     ``seed``: an int or a ``keras.random.SeedGenerator`` (use one inside a model, so each
-    step draws afresh). logvar is clamped to [-30, 30] as in
-    :class:`vaekit.posteriors.DiagonalGaussian`.
+    step draws afresh). The keyword form ``reparameterize(mu=mu, logvar=logvar, seed=s)``
+    is the same in :func:`vaekit.interop.jax.reparameterize`; an array as ``seed`` (the
+    JAX order ``(key, mu, logvar)``) is a ``ValueError``. logvar is clamped to [-30, 30] as
+    in :class:`vaekit.posteriors.DiagonalGaussian`.
     """
+    if not (seed is None or isinstance(seed, int | keras.random.SeedGenerator)):
+        raise ValueError(
+            "seed must be None, an int or a keras.random.SeedGenerator; received "
+            f"{type(seed).__name__}. The Keras order is reparameterize(mu, logvar, seed) (JAX: "
+            "reparameterize(key, mu, logvar)); the keyword form reparameterize(mu=mu, "
+            "logvar=logvar, seed=s) is the same in both"
+        )
     mu, logvar = ops.convert_to_tensor(mu), ops.convert_to_tensor(logvar)
+    if tuple(mu.shape) != tuple(logvar.shape):
+        raise ValueError(
+            f"mu and logvar must have the same shape [B, Z]; received mu {tuple(mu.shape)}, "
+            f"logvar {tuple(logvar.shape)}"
+        )
     shape = tuple(mu.shape) if samples is None else (samples, *mu.shape)
     eps = keras.random.normal(shape, dtype=mu.dtype, seed=seed)
     return mu + ops.exp(0.5 * ops.clip(logvar, _f.LOGVAR_MIN, _f.LOGVAR_MAX)) * eps
 
 
-def elbo_loss(x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", reduction="mean"):
+def elbo_loss(
+    x, mu, logvar, params, *, beta=1.0, likelihood="bernoulli", reduction="mean", probs=False
+):
     """Negative ELBO with an analytic KL to N(0, I), as ``vaekit.objectives.ELBO``; nats.
 
     Same arguments and outputs as :func:`vaekit.interop.jax.elbo_loss`: x ``[B, ...]``;
     ``mu, logvar`` ``[B, Z]`` (the encoder output's two halves; logvar clamped to [-30, 30]);
     ``params`` the decoder output for z from :func:`reparameterize`, x's shape or
     ``[S, *x.shape]``; ``likelihood`` ``"bernoulli" | "continuous_bernoulli"`` (logits) or a
-    callable ``(params, x) -> [B]``; ``reduction`` over the batch axis.
+    callable ``(params, x) -> [B]``; ``reduction`` over the batch axis; ``probs=True``:
+    params are Bernoulli probabilities (a decoder ending in a sigmoid), read as
+    ``max(log p, -100)``.
 
     Returns:
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "loss"})`` with
         ``loss = rec + beta * kl`` per example and ``bound = -rec - kl``.
     """
-    return _f.elbo_loss(
-        _XP, x, mu, logvar, params, beta=beta, likelihood=likelihood, reduction=reduction
-    )
+    kw = {"beta": beta, "likelihood": likelihood, "reduction": reduction, "probs": probs}
+    return _f.elbo_loss(_XP, x, mu, logvar, params, **kw)
 
 
-def iwae_loss(x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean"):
+def iwae_loss(x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="mean", probs=False):
     """Negative IWAE_K bound (Burda et al. 2015), as ``vaekit.objectives.IWAE``; nats.
 
     Same arguments and outputs as :func:`vaekit.interop.jax.iwae_loss`: z ``[K, B, Z]``
@@ -199,7 +218,40 @@ def iwae_loss(x, mu, logvar, z, params, *, likelihood="bernoulli", reduction="me
     Returns:
         ``LossOutput(loss, per_example={"bound", "rec", "kl", "elbo", "loss"})``, ``loss = -bound``.
     """
-    return _f.iwae_loss(_XP, x, mu, logvar, z, params, likelihood=likelihood, reduction=reduction)
+    return _f.iwae_loss(
+        _XP, x, mu, logvar, z, params, likelihood=likelihood, reduction=reduction, probs=probs
+    )
+
+
+def classic_loss(recon_x, x, mu, logvar, **options):
+    """``loss_function(recon_x, x, mu, logvar)`` of the classic VAE scripts, exact; nats.
+
+    Per example ``rec = -log p(x | recon_x)`` summed over pixels (Keras'
+    ``binary_crossentropy`` averages over the last axis: no ``original_dim`` factor needed
+    here), ``kl = KL(N(mu, e^logvar) || N(0, I))``, ``loss = rec + beta kl`` reduced over the
+    batch. Arguments as :func:`vaekit.interop.jax.classic_loss` (``probs`` is required for
+    ``likelihood="bernoulli"``: ``True`` for a decoder ending in a sigmoid).
+
+    Returns:
+        ``LossOutput(loss, per_example={"rec", "kl", "bound", "loss"})``.
+    """
+    return _f.classic_loss(_XP, recon_x, x, mu, logvar, options)
+
+
+ENCODER_OUTPUTS = (
+    ("mean", "logvar"),
+    ("mean", "scale"),
+    ("mean", "logvar", "z"),
+    ("mean", "scale", "z"),
+)
+
+
+def _last_activation(decoder) -> str | None:
+    """Name of the activation the decoder's last layer applies (``"sigmoid"``...), if visible."""
+    layers = getattr(decoder, "layers", None)
+    last = layers[-1] if layers else decoder
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", None)
 
 
 class VAE(keras.Model):
@@ -212,30 +264,100 @@ class VAE(keras.Model):
     jax backends). ``sample_weight`` is rejected.
 
     Args:
-        encoder: ``x -> [B, 2Z]`` = ``[mean | log-variance]`` (as vaekit's DiagonalGaussian).
-        decoder: ``z [B, Z] -> params`` (logits of x's shape for the default likelihood).
+        encoder: ``x -> [B, 2Z]`` = ``[mean | log-variance]`` (as vaekit's DiagonalGaussian),
+            or a list of outputs as ``encoder_outputs`` states.
+        decoder: ``z [B, Z] -> params`` (logits of x's shape for the default likelihood;
+            probabilities with ``probs=True``). A last layer with a sigmoid activation and
+            ``probs=False`` is refused, naming the fix.
         beta: initial KL weight; a non-trainable variable ``vae.beta`` that
             :class:`BetaSchedule` updates between epochs.
         likelihood: as in :func:`elbo_loss`.
+        probs: ``True`` if the decoder outputs Bernoulli probabilities (ends in a sigmoid).
+        encoder_outputs: what a list/tuple from the encoder holds, stated:
+            ``("mean", "logvar")`` (default), ``("mean", "scale")``, or either with a third
+            ``"z"`` (the Keras example's encoder returns its own draw ``[z_mean, z_log_var,
+            z]``; that z is ignored: the VAE draws z with its own seed). A one-tensor
+            output is split in halves ``[mean | logvar or scale]``.
         seed: seed of the z draws.
 
     ``call(x)`` returns ``{"mu", "logvar", "z", "params"}``.
     """
 
-    def __init__(self, encoder, decoder, *, beta=1.0, likelihood="bernoulli", seed=None, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        *,
+        beta=1.0,
+        likelihood="bernoulli",
+        probs=False,
+        encoder_outputs=("mean", "logvar"),
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        _f._check_loss_args(likelihood, "mean", beta)
+        _f._check_loss_args(likelihood, "mean", beta, probs)
+        encoder_outputs = (
+            tuple(encoder_outputs) if isinstance(encoder_outputs, list) else encoder_outputs
+        )
+        if encoder_outputs not in ENCODER_OUTPUTS:
+            raise ValueError(
+                f"encoder_outputs must be one of {list(ENCODER_OUTPUTS)}; received {encoder_outputs!r}"
+            )
+        act = _last_activation(decoder)
+        if act in ("sigmoid", "softmax") and not probs and likelihood in _f.LIKELIHOODS:
+            fix = "probs=True" if likelihood == "bernoulli" and act == "sigmoid" else None
+            fix = f"pass {fix} or remove the {act}" if fix else f"remove the {act}"
+            raise ValueError(
+                f"decoder must output logits for likelihood={likelihood!r} with probs=False; "
+                f"received a decoder whose last layer has activation {act!r}: {fix}"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
+        self.probs = probs
+        self.encoder_outputs = encoder_outputs
         self.beta = keras.Variable(float(beta), trainable=False, name="beta", dtype="float32")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.rec_tracker = keras.metrics.Mean(name="rec")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
+    def _posterior_params(self, h):
+        """``(mean, logvar)`` from the encoder output, as ``encoder_outputs`` states."""
+        names = self.encoder_outputs
+        if isinstance(h, list | tuple):
+            if len(h) != len(names):
+                raise ValueError(
+                    f"encoder output must be a list of {len(names)} tensors {list(names)} "
+                    f"(encoder_outputs); received a {type(h).__name__} of {len(h)}"
+                )
+            mu, p = h[0], h[1]
+            if tuple(mu.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"encoder outputs {names[0]!r} and {names[1]!r} must have the same shape "
+                    f"[B, Z]; received {tuple(mu.shape)} and {tuple(p.shape)}"
+                )
+        elif isinstance(h, dict):
+            raise ValueError(
+                f"encoder output must be a tensor [B, 2Z] or a list {list(names)}; received a "
+                f"dict with keys {sorted(h)}"
+            )
+        else:
+            if h.shape[-1] is not None and h.shape[-1] % 2:
+                raise ValueError(
+                    f"encoder output must be a tensor [B, 2Z] = [mean | {names[1]}] (an even last "
+                    f"axis) or a list {list(names)}; received shape {tuple(h.shape)}"
+                )
+            mu, p = ops.split(h, 2, axis=-1)
+        if names[1] == "scale":
+            hint = "encoder_outputs states a scale (sigma); a log-variance is 'logvar'"
+            _f._values(_XP, "encoder output 'scale'", p, 1e-300, float("inf"), hint)
+            p = 2.0 * ops.log(p)
+        return mu, p
+
     def call(self, x, training=None):
-        mu, logvar = ops.split(self.encoder(x, training=training), 2, axis=-1)
+        mu, logvar = self._posterior_params(self.encoder(x, training=training))
         z = reparameterize(mu, logvar, seed=self.seed_generator)
         return {"mu": mu, "logvar": logvar, "z": z, "params": self.decoder(z, training=training)}
 
@@ -252,6 +374,7 @@ class VAE(keras.Model):
             y_pred["params"],
             beta=ops.cast(self.beta, y_pred["mu"].dtype),
             likelihood=self.likelihood,
+            probs=self.probs,
         )
         pe = out.per_example
         reg = ops.sum(ops.stack(self.losses)) if self.losses else 0.0

@@ -8,6 +8,7 @@ from torch.distributions import Distribution
 
 from vaekit._checks import check_finite, validation_enabled
 from vaekit.likelihoods import Bernoulli
+from vaekit.models._dropin import as_module, check_decoder_output
 from vaekit.outputs import VAEOutput
 from vaekit.posteriors import DiagonalGaussian
 
@@ -19,9 +20,16 @@ class VAE(nn.Module):
 
     Args:
         encoder: ``[B, *x_shape] -> [B, F]``, F the posterior's parameter count (2D for
-            :class:`~vaekit.posteriors.DiagonalGaussian`).
-        decoder: ``[N, D] -> [N, *likelihood.param_shape(x_shape)]``.
-        posterior: encoder output -> q(z|x) (default :class:`DiagonalGaussian`).
+            :class:`~vaekit.posteriors.DiagonalGaussian`), or a tuple ``(mean, logvar)`` /
+            ``(mean, scale)`` as the posterior's ``param`` states. An ``nn.Module`` or a
+            method of one (``model.encode`` of an existing VAE: its module's parameters
+            become this model's).
+        decoder: ``[N, D] -> [N, *likelihood.param_shape(x_shape)]`` (a module or a method
+            of one). A decoder ending in ``nn.Sigmoid``/``nn.Softmax`` (an ``nn.Sequential``)
+            with a likelihood on logits is refused: use ``Bernoulli(probs=True)`` (or
+            ``Categorical(bins, probs=True)``) or remove the activation. A sigmoid inside a
+            custom ``forward`` cannot be seen: state ``probs=True`` yourself.
+        posterior: encoder output -> q(z|x) (default :class:`DiagonalGaussian`, ``param="logvar"``).
         prior: ``prior()`` -> p(z), e.g. ``StandardNormal(D)``.
         likelihood: decoder output -> p(x|z) (default :class:`~vaekit.likelihoods.Bernoulli`).
     """
@@ -36,13 +44,21 @@ class VAE(nn.Module):
         likelihood: nn.Module | None = None,
     ):
         super().__init__()
+        encoder, decoder = as_module("encoder", encoder), as_module("decoder", decoder)
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
         self.posterior = posterior if posterior is not None else DiagonalGaussian()
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
+        check_decoder_output(decoder, self.likelihood)
 
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z | x): batch ``[B]``, event ``[D]``."""
-        return self.posterior(self.encoder(x))
+        return self.posterior(self._encode(x))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder output as one tensor (a ``(mean, param)`` tuple joined by the posterior)."""
+        h = self.encoder(x)
+        join = getattr(self.posterior, "join", None)
+        return join(h) if join is not None else h
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x | z) for z of shape ``[..., D]``: batch ``[...]`` (leading dims are flattened for the decoder)."""
@@ -62,7 +78,7 @@ class VAE(nn.Module):
         if samples < 1:
             raise ValueError(f"samples must be >= 1; received {samples}")
         self._check_input(x)
-        h = self.encoder(x)
+        h = self._encode(x)
         q = self.posterior(h)
         p = self.prior() if prior is None else prior
         _check_prior_matches(p, q)

@@ -456,8 +456,27 @@ def log_weights(
     reparameterisation path): the "sticking the landing" form (Roeder et al. 2017).
     ``prior``: a p(z) built once by the caller (see :meth:`vaekit.VAE.forward`).
     """
+    _check_vaekit_model(type(model))
     out = model(x, samples=samples) if prior is None else model(x, samples=samples, prior=prior)
     return Terms(model, x, out, stop_q)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_vaekit_model(kind: type) -> None:
+    """A model whose ``forward`` takes no ``samples=`` (a user's own VAE) is refused with the fix."""
+    try:
+        params = inspect.signature(kind.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return
+    if "samples" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    raise ValueError(
+        f"model must be a vaekit model, whose forward(x, samples=S) returns a VAEOutput; received "
+        f"a {kind.__name__} whose forward{inspect.signature(kind.forward)} has no samples=. Wrap "
+        "your parts: vaekit.VAE(model.encode, model.decode, prior=StandardNormal(D), "
+        "posterior=DiagonalGaussian(param='logvar' or 'scale'), likelihood=Bernoulli(probs=True) "
+        "for a decoder ending in a sigmoid)"
+    )
 
 
 def rec_kl(t: Terms, kl: str = "analytic") -> tuple[torch.Tensor, torch.Tensor]:
