@@ -19,7 +19,8 @@ How. The loss is taken as ``L = a * sum_b sum_i l(recon_x, x) + c + K(mu, logvar
   form, fitted against ``0.5 sum(e^logvar - 1 - logvar + mu^2)``) or not (Monte Carlo,
   ``log q(z) - log p(z)``: with the RNG re-seeded, ``K(m, 0) + K(-m, 0) = sum m^2``
   exactly, so its weight is exact too).
-* ``effective_beta = kl weight / w`` (signed: a flipped KL has a negative weight).
+* ``effective_beta = |kl weight| / w``: the size of the weight; its sign is ``kl_sign``
+  (``"flipped"``: the KL enters the loss with a minus sign).
 
 The function may be written for PyTorch (probed with float64 tensors) or for NumPy, JAX
 or Keras (probed with float64 NumPy arrays when tensors fail). Command line:
@@ -54,7 +55,7 @@ class Diagnosis:
     """What ``fn(recon_x, x, mu, logvar)`` computes, against the exact -ELBO (nats).
 
     ``rec_weight`` w: weight of the per-example reconstruction NLL summed over pixels;
-    ``kl_weight``: weight of the per-example KL; ``effective_beta = kl_weight / rec_weight``;
+    ``kl_weight``: weight of the per-example KL (signed); ``effective_beta = |kl_weight| / rec_weight``;
     ``factor``: the loss is ``factor * equivalent`` (plus ``constant`` per batch: the
     Gaussian normaliser a squared error leaves out).
     """
@@ -86,7 +87,7 @@ class Diagnosis:
         if self.factor is None:
             return "n/a"
         if self.kl_sign == "flipped":
-            b = -self.effective_beta
+            b = self.effective_beta
             kl = "KL" if abs(b - 1) < 1e-9 else f"{_fmt(b)}·KL"
             return f"your loss = {_fmt(self.factor)} × (rec − {kl}); the equivalent adds the KL"
         const = f" + {self.constant:.6g} (at B = {_B})" if abs(self.constant) > 1e-9 else ""
@@ -442,7 +443,7 @@ def diagnose(fn: Callable, x_shape: tuple[int, ...] | None = None) -> Diagnosis:
     return Diagnosis(
         likelihood=likelihood, recon=recon, batch_reduction=red, pixel_reduction=pixel,
         kl=kl["form"], kl_sign=sign, kl_batch_reduction=kl["batch"], clipping=clip,
-        effective_beta=beta, rec_weight=w,
+        effective_beta=abs(beta), rec_weight=w,
         kl_weight=tidy(kl["b"] * (_B if kl["batch"] == "mean" else 1)),
         factor=w, constant=constant, equivalent=equivalent, verdict=verdict,
         input_shape=list(shape), framework=call.framework, notes=notes,
