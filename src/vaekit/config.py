@@ -48,17 +48,20 @@ class ModelConfig:
     flow_layers: int = 4  # prior flow: RealNVP coupling layers
     conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
     label_embedding: str = "onehot"  # cvae: onehot | embedding
-    quantizer: str = "ema"  # vqvae: vq (codebook loss) | ema | fsq
+    quantizer: str = "ema"  # vqvae: vq (codebook loss) | ema | fsq | residual | lfq
     num_codes: int = 0  # vqvae: codebook size K; 0 = 512 (vq, ema) / 1024 (fsq)
     code_dim: int = 0  # vqvae: code size; 0 = 64 (vq, ema) / len(levels) (fsq)
     commitment: float = 0.25  # vqvae: commitment weight beta
     restart_after: int = 0  # vqvae: re-initialise codes unused this many steps; 0 = off
     prior_epochs: int = 10  # vqvae: epochs of the autoregressive code prior after training
+    rotation_trick: bool = False  # vq/ema/residual: rotation trick instead of straight-through
+    kmeans_init: bool = False  # vq/ema/residual: codebook = k-means of the first batch
+    num_quantizers: int = 2  # residual: codebooks in sequence
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
-        _at_least(self, prior_epochs=0, commitment=0)
+        _at_least(self, prior_epochs=0, commitment=0, num_quantizers=1)
         check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
         check_choice("posterior", self.posterior, ("diagonal", "iaf"))
         check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))

@@ -148,8 +148,9 @@ def _cvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def _vqvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
-    restart = () if cfg.quantizer == "fsq" else ("restart_after",)
-    return ("quantizer", "num_codes", "code_dim", "commitment", *restart, "prior_epochs")
+    from vaekit.models.autoencoders import quantizer_fields
+
+    return ("quantizer", *quantizer_fields(cfg), "prior_epochs")
 
 
 def input_shape(
@@ -325,7 +326,9 @@ def _build_vqvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_clas
         raise ValueError(
             f"model 'vqvae' is convolutional: images (C, H, W); received shape {tuple(image_shape)}"
         )
-    extra = {} if cfg.quantizer == "fsq" else {"restart_after": cfg.restart_after}
+    from vaekit.models.autoencoders import quantizer_options
+
+    extra = quantizer_options(cfg)
     return build_vqvae(
         image_shape,
         build_likelihood(cfg),
