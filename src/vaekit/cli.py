@@ -19,11 +19,16 @@ from vaekit.config import ModelConfig, TrainConfig, field_sections
 __all__ = ["main"]
 
 _HELP = {
-    "dataset": "mnist | fashion_mnist | dsprites | file | folder",
+    "dataset": "mnist | fashion_mnist | dsprites | file | folder | skimage_rgb (RGB 64x64 crops "
+    "of scikit-image's bundled photos; never binarised)",
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",
-    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae",
+    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | "
+    "autoencoder_kl (latent diffusion's VAE) | vqgan",
+    "downsample": "autoencoder_kl/vqgan: spatial downsampling factor f: 2 | 4 | 8 | 16",
+    "latent_channels": "autoencoder_kl: channels C of the latent map (latent C x H/f x W/f)",
+    "channels": "autoencoder_kl/vqgan: width of the first conv level (then x2, x4, x4)",
     "prior": "standard | learnable | mog | vamp | flow",
     "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
     "iaf_steps": "IAF steps of --posterior iaf",

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Laplace
 
-from vaekit._checks import check_choice, check_count
+from vaekit._checks import check_count
 from vaekit.likelihoods import Likelihood, _Event, _finite
 from vaekit.models.networks import _image_shape, _spatial_sizes
 from vaekit.models.vae import VAE
@@ -63,7 +63,8 @@ class SharedScaleLaplace(Likelihood):
 def level_channels(base: int, downsample: int) -> tuple[int, ...]:
     """Widths of the ``log2(f)`` stride-2 convs: ``base * (1, 2, 4, 4, ...)`` (LDM's ch_mult)."""
     check_count("channels", base, 1)
-    check_choice("downsample", downsample, DOWNSAMPLE)
+    if downsample not in DOWNSAMPLE:
+        raise ValueError(f"downsample must be one of {DOWNSAMPLE}; received {downsample!r}")
     return tuple(base * min(2**i, 4) for i in range(int(math.log2(downsample))))
 
 
