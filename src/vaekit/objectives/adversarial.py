@@ -20,7 +20,9 @@ D_phi takes one Adam step per training call (from ``disc_start`` on, on the same
 the detached reconstruction), on ``0.5 (mean relu(1 - D(x)) + mean relu(1 + D(x^)))`` (hinge)
 or ``0.5 (mean softplus(-D(x)) + mean softplus(D(x^)))`` (vanilla: binary cross-entropy,
 the non-saturating GAN's discriminator). The generator term g is ``-mean D(x^)`` for both,
-as in taming and LDM. Before ``disc_start`` the discriminator is neither called nor stepped.
+as in taming and LDM. Before ``disc_start`` the discriminator is neither called nor stepped,
+and ``g_loss``, ``adaptive_weight``, ``disc_loss`` and the mean logits are reported as 0 (so
+every step logs the same keys; an epoch's mean counts those steps as 0).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def vanilla_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torc
 
 
 D_LOSSES = {"hinge": hinge_d_loss, "vanilla": vanilla_d_loss}
+# reported by every call; 0 before disc_start, where nothing is computed
+_DISC_METRICS = ("adaptive_weight", "disc_loss", "logits_real", "logits_fake")
 
 
 def adaptive_weight(
@@ -239,6 +243,10 @@ class _AdversarialAutoencoderLoss(OwnOptimizer):
             terms["g_loss"] = g
             metrics["adaptive_weight"] = lam
             metrics.update(self._discriminator_step(x.detach(), xrec.detach()))
+        else:  # the same keys in every row (epoch means count the steps before disc_start as 0)
+            terms["g_loss"] = torch.zeros_like(nll)
+            zero = torch.zeros((), device=nll.device)
+            metrics.update(dict.fromkeys(_DISC_METRICS, zero))
         terms.update({"rec_px": rec_px, "nll": nll})
         return self._output(
             loss,
