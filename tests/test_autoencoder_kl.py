@@ -360,3 +360,28 @@ def test_eval_json_has_psnr_and_ssim_and_the_report_has_the_terms(gray_npz, tmp_
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
     assert {"rec_px", "nll", "logvar", "kl", "perceptual"} <= set(train[-1])
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_keep_one_model_and_one_discriminator(tmp_path):
+    """gloo, 2 ranks on CPU: the discriminator (outside the DDP-wrapped model) starts from
+    rank 0's weights and steps with the averaged gradient; the model is DDP's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).parent / "helpers" / "ddp_akl_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29561", str(worker), str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for kind in ("rank", "objective"):
+        r0, r1 = (torch.load(tmp_path / f"{kind}{r}.pt", weights_only=True) for r in (0, 1))
+        for name in r0:
+            if torch.is_tensor(r0[name]):
+                assert torch.equal(r0[name], r1[name]), f"ranks differ in {kind} {name}"
+    state = torch.load(tmp_path / "objective0.pt", weights_only=True)
+    assert state["_extra_state"]["optimizer"]["state"], "the discriminator took Adam steps"
