@@ -179,12 +179,13 @@ class _AdversarialAutoencoderLoss(OwnOptimizer):
         reduction: str = "mean",
     ):
         super().__init__(reduction)
-        check_weight("kl_weight", kl_weight)
-        check_weight("codebook_weight", codebook_weight)
-        check_weight("perceptual_weight", perceptual_weight)
-        check_weight("disc_weight", disc_weight)
-        check_choice("perceptual", perceptual, ("random", "lpips"))
-        check_choice("rec_loss", rec_loss, ("l1", "l2"))
+        weights = {"kl_weight": kl_weight, "codebook_weight": codebook_weight}
+        weights.update(perceptual_weight=perceptual_weight, disc_weight=disc_weight)
+        for name, value in weights.items():
+            check_weight(name, value)
+        choices = {"perceptual": ("random", "lpips"), "rec_loss": ("l1", "l2")}
+        for name, value in (("perceptual", perceptual), ("rec_loss", rec_loss)):
+            check_choice(name, value, choices[name])
         check_choice("disc_loss", disc_loss, D_LOSSES)
         check_count("disc_start", disc_start, 0)
         check_positive("disc_lr", disc_lr)
