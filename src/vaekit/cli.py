@@ -20,18 +20,26 @@ from vaekit.config import ModelConfig, TrainConfig, field_sections
 __all__ = ["main"]
 
 _HELP = {
-    "dataset": "mnist | fashion_mnist | dsprites | file | folder",
+    "dataset": "mnist | fashion_mnist | dsprites | file | folder | skimage_rgb (RGB 64x64 crops "
+    "of scikit-image's bundled photos; never binarised)",
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",
-    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae",
+    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | "
+    "autoencoder_kl (latent diffusion's VAE) | vqgan",
+    "downsample": "autoencoder_kl/vqgan: spatial downsampling factor f: 2 | 4 | 8 | 16",
+    "latent_channels": "autoencoder_kl: channels C of the latent map (latent C x H/f x W/f)",
+    "channels": "autoencoder_kl/vqgan: width of the first conv level (then x2, x4, x4)",
     "prior": "standard | learnable | mog | vamp | flow",
     "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
     "iaf_steps": "IAF steps of --posterior iaf",
     "flow_layers": "RealNVP coupling layers of --prior flow",
     "conditional_prior": "cvae: a learned p(z|y) instead of N(0, I)",
     "label_embedding": "cvae: onehot | embedding",
-    "quantizer": "vqvae: vq (codebook loss) | ema | fsq",
+    "quantizer": "vqvae/vqgan: vq (codebook loss) | ema | fsq | residual | lfq",
+    "rotation_trick": "vq/ema/residual: rotation trick (Fifty et al. 2024) for the gradient",
+    "kmeans_init": "vq/ema/residual: initialise the codebook by k-means of the first batch",
+    "num_quantizers": "residual: number of codebooks in sequence",
     "num_codes": "vqvae: codebook size K (0 = 512 for vq/ema, 1024 for fsq)",
     "code_dim": "vqvae: code size (0 = 64; fsq: its number of levels)",
     "commitment": "vqvae: commitment weight beta",

@@ -26,6 +26,7 @@ __all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_c
 class ModelConfig:
     # vae | hvae (two stochastic layers of latent_dim each) | cvae (conditioned on the label)
     # | vqvae (conv VQ-VAE; network/prior/latent_dim do not apply)
+    # | autoencoder_kl (latent diffusion's conv VAE) | vqgan (VQ-VAE with the adversarial loss)
     model: str = "vae"
     network: str = "mlp"  # mlp | gated | conv
     hidden: tuple[int, ...] = (300, 300)
@@ -48,18 +49,31 @@ class ModelConfig:
     flow_layers: int = 4  # prior flow: RealNVP coupling layers
     conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
     label_embedding: str = "onehot"  # cvae: onehot | embedding
-    quantizer: str = "ema"  # vqvae: vq (codebook loss) | ema | fsq
+    quantizer: str = "ema"  # vqvae: vq (codebook loss) | ema | fsq | residual | lfq
     num_codes: int = 0  # vqvae: codebook size K; 0 = 512 (vq, ema) / 1024 (fsq)
     code_dim: int = 0  # vqvae: code size; 0 = 64 (vq, ema) / len(levels) (fsq)
     commitment: float = 0.25  # vqvae: commitment weight beta
     restart_after: int = 0  # vqvae: re-initialise codes unused this many steps; 0 = off
     prior_epochs: int = 10  # vqvae: epochs of the autoregressive code prior after training
+    rotation_trick: bool = False  # vq/ema/residual: rotation trick instead of straight-through
+    kmeans_init: bool = False  # vq/ema/residual: codebook = k-means of the first batch
+    num_quantizers: int = 2  # residual: codebooks in sequence
+    downsample: int = 8  # autoencoder_kl/vqgan: spatial downsampling factor f (2, 4, 8, 16)
+    latent_channels: int = 4  # autoencoder_kl: channels C of the latent map
+    channels: int = 64  # autoencoder_kl/vqgan: width of the first conv level (x1, 2, 4, 4)
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
-        _at_least(self, prior_epochs=0, commitment=0)
-        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
+        _at_least(self, prior_epochs=0, commitment=0, num_quantizers=1)
+        _at_least(self, latent_channels=1, channels=1)
+        check_choice(
+            "model", self.model, ("vae", "hvae", "cvae", "vqvae", "autoencoder_kl", "vqgan")
+        )
+        if self.downsample not in (2, 4, 8, 16):
+            raise ValueError(
+                f"config key 'downsample' must be one of 2, 4, 8, 16; received {self.downsample!r}"
+            )
         check_choice("posterior", self.posterior, ("diagonal", "iaf"))
         check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))
         if any(w < 1 for w in self.hidden):
@@ -185,7 +199,7 @@ def _at_least(section: object, **bounds: float) -> None:
 
 
 # the objective a model kind trains with when none is named
-_DEFAULT_OBJECTIVE = {"vqvae": "vqvae"}
+_DEFAULT_OBJECTIVE = {"vqvae": "vqvae", "autoencoder_kl": "autoencoder_kl", "vqgan": "vqgan"}
 
 
 @dataclass(frozen=True)
@@ -330,6 +344,12 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             )
     oc = cfg.objective
     name = oc.objective
+    if (
+        "model" in changes
+        and not oc.given
+        and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")
+    ):  # the objective was the old kind's default: the new kind's default takes the flags
+        name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")
     if "objective" in objective:
         name = objective.pop("objective")
         name = None if name is None else str(name)

@@ -578,7 +578,8 @@ def draw_loss_curves(run_dir: Path) -> None:
     """Draw ``run_dir/metrics.jsonl``'s train and valid rows against the epoch.
 
     loss_curves.png holds loss, rec, kl and elbo (nats); terms_curves.png (when there are any)
-    up to 8 of the objective's own numeric terms (tc, lambda, perplexity, ...). Nothing is
+    up to 12 of the objective's own numeric terms (tc, lambda, perplexity, ...), those that
+    change over the run first. Nothing is
     drawn when there are no such rows.
     """
     epoch_rows = [r for r in _read_metrics(run_dir) if r.get("split") in ("train", "valid")]
@@ -593,11 +594,13 @@ def draw_loss_curves(run_dir: Path) -> None:
             }
             - _COMMON_KEYS
         )
+        # terms that change before constant ones (weights), up to 12 panels
+        extra.sort(key=lambda k: len({r[k] for r in epoch_rows if k in r}) < 2)
         if extra:
             save_loss_curves(
                 epoch_rows,
                 run_dir / "terms_curves.png",
-                keys=extra[:8],
+                keys=extra[:12],
                 x="epoch",
                 title="the objective's own terms, per epoch",
             )

@@ -12,8 +12,14 @@ is summed over its event). Nothing is averaged over the batch here.
 * :class:`VectorQuantizer`: nearest-code lookup with a straight-through gradient, codebook
   and commitment losses (van den Oord et al. 2017), optional EMA codebook (Razavi et al. 2019),
   dead-code restarts, cosine codes. Memory-bounded for large codebooks.
+  Options: the rotation trick instead of straight-through (Fifty et al. 2024), k-means
+  initialisation of the codebook from the first training batch.
+* :class:`ResidualVQ`: several codebooks in sequence, each quantising the residual of the
+  previous ones (Zeghidour et al. 2021, SoundStream).
+* :class:`LFQ`: lookup-free quantisation (Yu et al. 2023, MAGVIT-v2): the sign of each channel,
+  with the entropy penalty that spreads code use.
 * :class:`FSQ`: finite scalar quantisation (Mentzer et al. 2023): no codebook, no losses.
-* :func:`nearest_codes`: the chunked lookup itself.
+* :func:`nearest_codes`: the chunked lookup itself; :func:`kmeans`, :func:`rotate_to`.
 
 Both quantizers return a :class:`QuantizerOutput` and update their state (EMA, restart
 counters) only in training mode with gradients enabled, so evaluation under
@@ -43,10 +49,14 @@ from vaekit.outputs import QuantizerOutput
 __all__ = [
     "QuantizerOutput",
     "VectorQuantizer",
+    "ResidualVQ",
+    "LFQ",
     "FSQ",
     "FSQ_LEVELS",
     "nearest_codes",
     "code_statistics",
+    "kmeans",
+    "rotate_to",
     "MAX_BLOCK",
 ]
 
@@ -137,6 +147,50 @@ def code_statistics(indices: torch.Tensor, num_codes: int) -> tuple[torch.Tensor
     return entropy.exp(), (counts > 0).float().mean()
 
 
+def rotate_to(z: torch.Tensor, e: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024, sec. 4.2): the value of ``e``, a rotated gradient to ``z``.
+
+    Rows ``[N, C]``: ``out = (|e| / |z|) R z`` with ``R = I - 2 w w^T + 2 e_hat z_hat^T``,
+    ``w = (z_hat + e_hat) / |z_hat + e_hat|``, where R, the hats and the norm ratio are
+    constants (detached). R rotates ``z_hat`` onto ``e_hat``, so the forward value is ``e``;
+    backward, ``dL/dz = (|e| / |z|) R^T dL/dout`` (straight-through would pass ``dL/dout``).
+    Norms are clamped below at ``eps`` (as vector-quantize-pytorch's ``safe_div``).
+    """
+    nz = z.norm(dim=-1, keepdim=True).clamp(min=eps)
+    ne = e.norm(dim=-1, keepdim=True).clamp(min=eps)
+    u, q = (z / nz).detach(), (e / ne).detach()
+    w = F.normalize(u + q, dim=-1, eps=eps)
+    out = z - 2 * (z * w).sum(-1, keepdim=True) * w + 2 * (z * u).sum(-1, keepdim=True) * q
+    return out * (ne / nz).detach()
+
+
+@torch.no_grad()
+def kmeans(
+    x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Lloyd's k-means of the rows of ``x`` ``[N, C]``: centroids ``[k, C]``.
+
+    Starts from k distinct random rows (with replacement when N < k), then ``iters`` rounds of
+    nearest-centroid assignment (squared Euclidean) and centroid = mean of its rows; a
+    centroid with no rows keeps its place (as vector-quantize-pytorch's ``kmeans``).
+    """
+    check_count("k", k, 1)
+    check_count("iters", iters, 0)
+    n = x.shape[0]
+    if n >= k:
+        pick = torch.randperm(n, generator=generator)[:k]
+    else:
+        pick = torch.randint(n, (k,), generator=generator)
+    centroids = x[pick.to(x.device)].clone()
+    for _ in range(iters):
+        idx = nearest_codes(x, centroids)
+        counts = torch.bincount(idx, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, idx, x)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled].unsqueeze(1)
+    return centroids
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour vector quantiser with a straight-through gradient (VQ-VAE).
 
@@ -164,6 +218,11 @@ class VectorQuantizer(nn.Module):
             (distances are then ``2 - 2 cos``; Yu et al. 2022, ViT-VQGAN); ``z_q`` has unit norm.
         chunk_size: rows per distance block in :func:`nearest_codes` (default: bounded by
             :data:`MAX_BLOCK` elements).
+        rotation_trick: pass gradients to ``z_e`` by :func:`rotate_to` (Fifty et al. 2024)
+            instead of straight-through; the forward value is the same code.
+        kmeans_init: at the first training call, set the codebook to :func:`kmeans`
+            (``kmeans_iters`` rounds) of that batch's encoder outputs (rank 0's, broadcast);
+            the buffer ``initialised`` records that it happened (saved in ``state_dict``).
 
     State updates (EMA, restarts) run only when ``self.training`` and gradients are enabled.
     Restarts write the rows of a learned codebook in place; an optimiser's moments for those
@@ -182,6 +241,9 @@ class VectorQuantizer(nn.Module):
         restart_after: int = 0,
         cosine: bool = False,
         chunk_size: int | None = None,
+        rotation_trick: bool = False,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
     ):
         super().__init__()
         self.num_codes = check_count("num_codes", num_codes, 1)
@@ -206,12 +268,17 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(init)
         self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
+        self.rotation_trick, self.kmeans_init = bool(rotation_trick), bool(kmeans_init)
+        self.kmeans_iters = check_count("kmeans_iters", kmeans_iters, 0)
+        if self.kmeans_init:
+            self.register_buffer("initialised", torch.tensor(False))
 
     def extra_repr(self) -> str:
         return (
             f"num_codes={self.num_codes}, code_dim={self.code_dim}, beta={self.beta}, "
             f"ema={self.ema}, decay={self.decay}, restart_after={self.restart_after}, "
-            f"cosine={self.cosine}"
+            f"cosine={self.cosine}, rotation_trick={self.rotation_trick}, "
+            f"kmeans_init={self.kmeans_init}"
         )
 
     def codes(self) -> torch.Tensor:
@@ -237,6 +304,9 @@ class VectorQuantizer(nn.Module):
         check_finite("z_e", z_e)
         if self.cosine:
             flat = F.normalize(flat, dim=1)
+        if self.kmeans_init and self.training and torch.is_grad_enabled():
+            if not bool(self.initialised):
+                self._kmeans(flat.detach())
         codes = self.codes()
         idx = nearest_codes(flat, codes, self.chunk_size)
         e = F.embedding(idx, codes)  # [N, C]; with EMA the codebook is a buffer: no gradient
@@ -246,8 +316,10 @@ class VectorQuantizer(nn.Module):
             codebook_loss = torch.zeros(batch, dtype=flat.dtype, device=flat.device)
         else:
             codebook_loss = _per_example((flat.detach() - e).pow(2), batch)
-        # straight-through: the value of e, the gradient of the identity to (normalised) z_e
-        z_q = flat + (e - flat).detach()
+        if self.rotation_trick:  # the value of e, a rotated and rescaled gradient to z_e
+            z_q = rotate_to(flat, e.detach())
+        else:  # straight-through: the value of e, the gradient of the identity to z_e
+            z_q = flat + (e - flat).detach()
         indices = idx.reshape(batch, *z_e.shape[2:])
         perplexity, usage = code_statistics(idx, self.num_codes)
         if self.training and torch.is_grad_enabled():
@@ -255,6 +327,16 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(
             _unflatten(z_q, z_e), indices, codebook_loss, commitment, perplexity, usage
         )
+
+    @torch.no_grad()
+    def _kmeans(self, flat: torch.Tensor) -> None:
+        centroids = kmeans(flat, self.num_codes, self.kmeans_iters).to(self.codebook.dtype)
+        broadcast_(centroids)  # every replica starts from rank 0's codebook
+        self.codebook.data.copy_(centroids)
+        if self.ema:
+            self.ema_sum.copy_(centroids)
+            self.ema_count.fill_(1.0)
+        self.initialised.fill_(True)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -307,6 +389,161 @@ def _check_indices(indices: torch.Tensor, num_codes: int) -> None:
             f"indices must lie in [0, {num_codes - 1}]; received values in "
             f"[{int(indices.min())}, {int(indices.max())}]"
         )
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantisation: ``num_quantizers`` codebooks in sequence (SoundStream).
+
+    ``r_1 = z_e``; layer i quantises ``r_i`` to ``q_i`` (a :class:`VectorQuantizer`, gradient
+    by straight-through or the rotation trick) and passes on ``r_{i+1} = r_i - sg[q_i]``;
+    ``z_q = sum_i q_i``. Codebook and commitment losses are each layer's (squared distances to
+    its own residual, summed over positions and code dims) summed over the layers, ``[B]``.
+    ``indices`` are ``[B, num_quantizers, *positions]`` (layer on axis 1, each in [0, K));
+    ``perplexity`` and ``usage`` are the means over the layers of each layer's batch values.
+
+    Args:
+        num_quantizers: number of codebooks Q (1 is a plain :class:`VectorQuantizer`).
+        num_codes, code_dim: K and C of every codebook.
+        **kwargs: passed to each :class:`VectorQuantizer` (``beta``, ``ema``, ``rotation_trick``,
+            ``kmeans_init``, ``restart_after``, ...).
+    """
+
+    def __init__(self, num_quantizers: int, num_codes: int, code_dim: int, **kwargs):
+        super().__init__()
+        self.num_quantizers = check_count("num_quantizers", num_quantizers, 1)
+        self.layers = nn.ModuleList(
+            VectorQuantizer(num_codes, code_dim, **kwargs) for _ in range(num_quantizers)
+        )
+        self.num_codes, self.code_dim = int(num_codes), int(code_dim)
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``z_e`` ``[B, C, *positions]``; see the class docstring."""
+        residual, z_q = z_e, 0.0
+        outs = []
+        for layer in self.layers:
+            q = layer(residual)
+            outs.append(q)
+            z_q = z_q + q.z_q
+            residual = residual - q.z_q.detach()
+        return QuantizerOutput(
+            z_q,
+            torch.stack([q.indices for q in outs], 1),
+            sum(q.codebook_loss for q in outs),
+            sum(q.commitment_loss for q in outs),
+            torch.stack([q.perplexity for q in outs]).mean(),
+            torch.stack([q.usage for q in outs]).mean(),
+        )
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """``sum_i e^(i)_{k_i}`` for indices ``[B, Q, *positions]``: ``[B, C, *positions]``."""
+        if indices.dim() < 2 or indices.shape[1] != self.num_quantizers:
+            raise ValueError(
+                f"indices must have shape [B, {self.num_quantizers}, *positions] (one index per "
+                f"codebook on axis 1); received shape {tuple(indices.shape)}"
+            )
+        return sum(
+            layer.indices_to_codes(idx)
+            for layer, idx in zip(self.layers, indices.unbind(1), strict=True)
+        )
+
+
+def _entropy(p: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``-sum p log max(p, eps)`` over the last axis, nats (the clamp of the reference LFQ)."""
+    return -(p * p.clamp(min=eps).log()).sum(-1)
+
+
+class LFQ(nn.Module):
+    """Lookup-free quantisation (Yu et al. 2023, "Language model beats diffusion", MAGVIT-v2).
+
+    Each of d channels is quantised to its sign: ``z_q = where(z > 0, 1, -1)`` (straight-through
+    gradient), an implicit codebook of ``K = 2^d`` codes; ``index = sum_i [z_i > 0] 2^(d-1-i)``
+    (channel 0 is the most significant bit, as in vector-quantize-pytorch).
+
+    Entropy penalty, with the soft assignment ``p_n(k) = softmax_k(2 tau z_n . c_k)`` of each
+    position n to every code ``c_k`` (``tau = inv_temperature``):
+    ``entropy_weight * (sum_{n in example} H(p_n) - gamma P H(mean_batch p_n))`` per example,
+    nats, where P is the number of positions per example; its batch mean divided by P is
+    vector-quantize-pytorch's ``entropy_aux_loss`` times the weight (per-sample entropy minus
+    ``gamma`` times the codebook entropy). It is returned as ``codebook_loss`` (LFQ has no
+    codebook to fit; this is the term that spreads code use). Commitment
+    ``beta ||z_e - sg[z_q]||^2`` summed per example. The batch entropy is of this process's
+    batch (not averaged across DDP ranks). The soft assignment builds ``[N, 2^d]``: keep d small
+    (<= 14).
+
+    Args:
+        code_dim: d, the number of channels (bits); ``z_e`` is ``[B, d, *positions]``.
+        entropy_weight: weight of the entropy penalty (0.1 in the reference).
+        diversity_gamma: gamma, weight of the batch (codebook) entropy.
+        inv_temperature: tau of the soft assignment (100 in the reference).
+        beta: commitment weight (0 in the reference, 0.25 as in VQ-VAE is common).
+    """
+
+    def __init__(
+        self,
+        code_dim: int,
+        *,
+        entropy_weight: float = 0.1,
+        diversity_gamma: float = 1.0,
+        inv_temperature: float = 100.0,
+        beta: float = 0.0,
+    ):
+        super().__init__()
+        self.code_dim = check_count("code_dim", code_dim, 1)
+        if code_dim > 20:
+            raise ValueError(
+                f"code_dim of LFQ is log2 of its codebook size, at most 20 (2^20 codes); "
+                f"received {code_dim}"
+            )
+        check_positive("entropy_weight", entropy_weight, allow_zero=True)
+        check_positive("diversity_gamma", diversity_gamma, allow_zero=True)
+        check_positive("inv_temperature", inv_temperature)
+        check_positive("beta", beta, allow_zero=True)
+        self.entropy_weight, self.diversity_gamma = float(entropy_weight), float(diversity_gamma)
+        self.inv_temperature, self.beta = float(inv_temperature), float(beta)
+        self.num_codes = 2**code_dim
+        bits = 2 ** torch.arange(code_dim - 1, -1, -1)
+        self.register_buffer("_bits", bits, persistent=False)
+        codes = (torch.arange(self.num_codes).unsqueeze(1) & bits).ne(0).float() * 2 - 1
+        self.register_buffer("_codebook", codes, persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"code_dim={self.code_dim}, num_codes={self.num_codes}, "
+            f"entropy_weight={self.entropy_weight}, diversity_gamma={self.diversity_gamma}"
+        )
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """Quantise ``z_e`` ``[B, d, *positions]`` (float32 under autocast); see the class docstring."""
+        with torch.autocast(z_e.device.type, enabled=False):
+            z_e = full_precision(z_e)
+            flat = _flatten("z_e", z_e, self.code_dim)
+            check_finite("z_e", z_e)
+            sign = torch.where(flat > 0, 1.0, -1.0).to(flat.dtype)
+            z_q = flat + (sign - flat).detach()
+            idx = ((sign > 0).long() * self._bits).sum(1)
+            batch = z_e.shape[0]
+            positions = flat.shape[0] // batch
+            prob = torch.softmax(2 * self.inv_temperature * flat @ self._codebook.t(), dim=1)
+            per_sample = _entropy(prob).reshape(batch, -1).sum(1)
+            codebook_entropy = _entropy(prob.mean(0))
+            entropy = self.entropy_weight * (
+                per_sample - self.diversity_gamma * positions * codebook_entropy
+            )
+            commitment = self.beta * _per_example((flat - sign).pow(2), batch)
+            perplexity, usage = code_statistics(idx, self.num_codes)
+            return QuantizerOutput(
+                _unflatten(z_q, z_e),
+                idx.reshape(batch, *z_e.shape[2:]),
+                entropy,
+                commitment,
+                perplexity,
+                usage,
+            )
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes in {-1, 1}^d for indices ``[B, *positions]``: ``[B, d, *positions]``."""
+        _check_indices(indices, self.num_codes)
+        return F.embedding(indices.long(), self._codebook).movedim(-1, 1)
 
 
 class FSQ(nn.Module):

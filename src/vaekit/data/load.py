@@ -8,7 +8,7 @@ from vaekit._checks import check_choice
 
 __all__ = ["DATASETS", "load_data"]
 
-DATASETS = ("mnist", "fashion_mnist", "dsprites", "file", "folder")
+DATASETS = ("mnist", "fashion_mnist", "dsprites", "file", "folder", "skimage_rgb")
 
 
 def load_data(tc):
@@ -35,6 +35,10 @@ def load_data(tc):
         return data.fashion_mnist(binarize=binarize, seed=tc.seed, root=root)
     if tc.dataset == "dsprites":
         return data.dsprites(seed=tc.seed)  # generated, already binary: no root, no binarize
+    if tc.dataset == "skimage_rgb":  # RGB crops of scikit-image's photos: never binarised
+        from vaekit.data._skimage_rgb import skimage_rgb
+
+        return skimage_rgb(seed=tc.seed)
     if root is None:
         raise ValueError(f"dataset={tc.dataset!r} needs data_root (--data-root PATH)")
     if not root.exists():

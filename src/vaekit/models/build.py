@@ -119,7 +119,13 @@ _POSTERIOR_FIELDS = {"iaf": ("iaf_steps",)}
 def model_fields(cfg: ModelConfig) -> tuple[str, ...]:
     """The model config keys that ``cfg``'s kind, network, prior, posterior and likelihood read."""
     kind = model_kind(cfg)
+    if kind.name in _OWN_LIKELIHOOD:  # a fixed likelihood: --likelihood does not apply
+        return ("model", *kind.fields(cfg))
     return ("model", *kind.fields(cfg), "likelihood", *_LIKELIHOOD_FIELDS.get(cfg.likelihood, ()))
+
+
+# kinds with their own likelihood (a shared-scale Laplace, vaekit.models.autoencoders)
+_OWN_LIKELIHOOD = ("autoencoder_kl", "vqgan")
 
 
 def _dense_fields(cfg: ModelConfig) -> tuple[str, ...]:
@@ -148,8 +154,9 @@ def _cvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def _vqvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
-    restart = () if cfg.quantizer == "fsq" else ("restart_after",)
-    return ("quantizer", "num_codes", "code_dim", "commitment", *restart, "prior_epochs")
+    from vaekit.models.autoencoders import quantizer_fields
+
+    return ("quantizer", *quantizer_fields(cfg), "prior_epochs")
 
 
 def input_shape(
@@ -325,7 +332,9 @@ def _build_vqvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_clas
         raise ValueError(
             f"model 'vqvae' is convolutional: images (C, H, W); received shape {tuple(image_shape)}"
         )
-    extra = {} if cfg.quantizer == "fsq" else {"restart_after": cfg.restart_after}
+    from vaekit.models.autoencoders import quantizer_options
+
+    extra = quantizer_options(cfg)
     return build_vqvae(
         image_shape,
         build_likelihood(cfg),
@@ -365,6 +374,35 @@ register_model(
 )
 
 
+def _build_autoencoder(cfg: ModelConfig, *args) -> nn.Module:
+    from vaekit.models import autoencoders
+
+    build = autoencoders.build_vqgan if cfg.model == "vqgan" else autoencoders.build_autoencoder_kl
+    return build(cfg, *args)
+
+
+register_model(
+    ModelKind(
+        "autoencoder_kl",
+        _build_autoencoder,
+        "latent diffusion's conv VAE: a C x H/f x W/f Gaussian latent, shared-scale Laplace p(x|z)",
+        lambda cfg: ("downsample", "latent_channels", "channels"),
+        convolutional=True,
+    )
+)
+register_model(
+    ModelKind(
+        "vqgan",
+        _build_autoencoder,
+        "VQGAN: conv VQ-VAE with any quantizer, trained with the adversarial autoencoder loss",
+        lambda cfg: ("downsample", "channels", *_vqvae_fields(cfg)),
+        convolutional=True,
+        closed_form_kl=False,
+        quantized=True,
+    )
+)
+
+
 def build_objective(
     cfg: ObjectiveConfig,
     prior: str = "standard",
@@ -375,6 +413,7 @@ def build_objective(
     features: nn.Module | None = None,
     steps_per_epoch: int | None = None,
     epochs: int | None = None,
+    image_channels: int | None = None,
 ) -> O.Objective:
     """The objective ``cfg.objective`` names, built from its registry entry (a lookup).
 
@@ -394,5 +433,6 @@ def build_objective(
         "analytic_kl": analytic,
         "steps_per_epoch": steps_per_epoch,
         "epochs": epochs,
+        "image_channels": image_channels,
     }
     return build_from_spec(cfg.spec, cfg.values, context)

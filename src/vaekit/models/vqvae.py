@@ -30,7 +30,15 @@ from vaekit._checks import check_choice
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.networks import _activation, _deconv_stack, _image_shape, _spatial_sizes
 from vaekit.objectives.stateful import VQObjective  # re-exported: vaekit.models.vqvae.VQObjective
-from vaekit.quantizers import FSQ, FSQ_LEVELS, QuantizerOutput, VectorQuantizer, _check_indices
+from vaekit.quantizers import (
+    FSQ,
+    FSQ_LEVELS,
+    LFQ,
+    QuantizerOutput,
+    ResidualVQ,
+    VectorQuantizer,
+    _check_indices,
+)
 from vaekit.training.fit import fit
 
 __all__ = [
@@ -255,7 +263,7 @@ class VQDecoder(nn.Module):
         return self.net(z)
 
 
-QUANTIZERS = ("vq", "ema", "fsq")
+QUANTIZERS = ("vq", "ema", "fsq", "residual", "lfq")
 
 
 def build_vqvae(
@@ -269,6 +277,7 @@ def build_vqvae(
     levels: Sequence[int] | None = None,
     channels: Sequence[int] | None = None,
     res_blocks: int = 2,
+    num_quantizers: int = 2,
     **quantizer_kwargs,
 ) -> VQVAE:
     """A conv VQ-VAE for images of ``image_shape`` ``(C, H, W)``: 28x28 -> 7x7 codes, 64x64 -> 8x8.
@@ -277,8 +286,11 @@ def build_vqvae(
         image_shape: ``(C, H, W)`` of one example.
         likelihood: p(x | z_q) (default Bernoulli); the decoder outputs
             ``likelihood.param_shape(image_shape)``.
-        quantizer: ``"vq"`` (codebook trained by the codebook loss), ``"ema"`` (EMA codebook)
-            or ``"fsq"`` (finite scalar quantisation).
+        quantizer: ``"vq"`` (codebook trained by the codebook loss), ``"ema"`` (EMA codebook),
+            ``"fsq"`` (finite scalar quantisation), ``"residual"`` (``num_quantizers`` EMA
+            codebooks in sequence, :class:`~vaekit.quantizers.ResidualVQ`) or ``"lfq"``
+            (lookup-free, :class:`~vaekit.quantizers.LFQ`: ``num_codes`` a power of 2, default
+            1024, ``code_dim = log2(num_codes)``).
         code_dim: code size (vq / ema, default 64); for fsq it is ``len(levels)`` and may be
             omitted.
         num_codes: codebook size K (vq / ema, default 512); for fsq without ``levels`` it
@@ -318,18 +330,42 @@ def build_vqvae(
             raise ValueError(
                 f"levels applies to quantizer='fsq' only; received quantizer={quantizer!r}"
             )
-        code_dim = 64 if code_dim is None else code_dim
-        q = VectorQuantizer(
-            512 if num_codes is None else num_codes,
-            code_dim,
-            beta=beta,
-            ema=quantizer == "ema",
-            **quantizer_kwargs,
+        q, code_dim = _codebook_quantizer(
+            quantizer, num_codes, code_dim, beta, num_quantizers, quantizer_kwargs
         )
     out_channels = likelihood.param_shape(image_shape)[0]
+    return _assemble(image_shape, likelihood, q, code_dim, out_channels, channels, res_blocks)
+
+
+def _assemble(image_shape, likelihood, q, code_dim, out_channels, channels, res_blocks) -> VQVAE:
     encoder = VQEncoder(image_shape, code_dim, channels, res_blocks)
     decoder = VQDecoder(image_shape, code_dim, out_channels, channels, res_blocks)
     return VQVAE(encoder, decoder, q, likelihood)
+
+
+def _codebook_quantizer(quantizer, num_codes, code_dim, beta, num_quantizers, kwargs):
+    """The vq / ema / residual / lfq quantizer of :func:`build_vqvae` and its code size."""
+    if quantizer == "lfq":
+        k = 1024 if num_codes is None else num_codes
+        bits = int(k).bit_length() - 1
+        if k < 2 or 2**bits != k:
+            raise ValueError(
+                f"num_codes for quantizer='lfq' must be a power of 2 >= 2; received {k}"
+            )
+        if code_dim is not None and code_dim != bits:
+            raise ValueError(
+                f"code_dim for quantizer='lfq' is log2(num_codes) = {bits}; received {code_dim}"
+            )
+        if kwargs:
+            raise ValueError(
+                f"quantizer='lfq' takes no VectorQuantizer options; received {sorted(kwargs)}"
+            )
+        return LFQ(bits, beta=beta), bits
+    code_dim = 64 if code_dim is None else code_dim
+    k = 512 if num_codes is None else num_codes
+    if quantizer == "residual":
+        return ResidualVQ(num_quantizers, k, code_dim, beta=beta, ema=True, **kwargs), code_dim
+    return VectorQuantizer(k, code_dim, beta=beta, ema=quantizer == "ema", **kwargs), code_dim
 
 
 # ---------------------------------------------------------------------------- code prior

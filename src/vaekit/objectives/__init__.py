@@ -14,7 +14,9 @@ By family:
 - :mod:`~vaekit.objectives.regularised`: CapacityELBO, BetaTCVAE, DIPVAE, InfoVAE, WAE,
   TripletELBO, PerceptualELBO (the ELBO's terms plus one term each);
 - :mod:`~vaekit.objectives.stateful`: GECO, FactorVAE, VQObjective (state in buffers and
-  sub-modules, saved by ``state_dict``).
+  sub-modules, saved by ``state_dict``);
+- :mod:`~vaekit.objectives.adversarial`: AutoencoderKLLoss, VQGANLoss (latent diffusion's
+  first-stage losses: a discriminator with its own optimizer).
 
 A new objective is one file: a subclass of :class:`Objective` decorated with
 :func:`register`, imported below.
@@ -32,6 +34,7 @@ from vaekit.objectives._base import (
     register,
     weight_at,
 )
+from vaekit.objectives.adversarial import AutoencoderKLLoss, VQGANLoss
 from vaekit.objectives.bounds import CIWAE, ELBO, IWAE, MIWAE, PIWAE
 from vaekit.objectives.regularised import (
     DIPVAE,
@@ -70,6 +73,8 @@ __all__ = [
     "TripletELBO",
     "PerceptualELBO",
     "VQObjective",
+    "AutoencoderKLLoss",
+    "VQGANLoss",
     "triplet_indices",
     "log_weights",
     "analytic_kl",

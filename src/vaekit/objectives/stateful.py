@@ -121,6 +121,49 @@ class GECO(Objective):
         )
 
 
+class OwnOptimizer(Objective):
+    """Base of objectives that train a sub-module (a discriminator) with their own optimizer.
+
+    ``self.optimizer`` steps inside the objective's call (:meth:`_step_optimizer`); its state
+    is saved with the objective (``get_extra_state``: tensors and numbers only, loadable with
+    ``torch.load(weights_only=True)``) and follows ``.to(device)``. Under
+    DistributedDataParallel the sub-module starts from rank 0's weights and steps with the
+    gradient averaged over the ranks, so the replicas stay identical.
+    """
+
+    _replicas_synced = False
+
+    def _step_optimizer(self, loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        grads = torch.autograd.grad(loss, params)
+        if world_size() > 1:
+            # every rank steps with the mean gradient over the ranks' batches (as DDP does
+            # for the model), starting from rank 0's weights
+            if not self._replicas_synced:
+                broadcast_(*(p.detach() for p in params))
+                self._replicas_synced = True
+            all_reduce_(*grads, average=True)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_extra_state(self) -> dict:
+        """The optimizer's state (tensors, numbers), saved under ``_extra_state``."""
+        return {"optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) / .double() move the Adam moments along with the parameters
+        super()._apply(fn, *args, **kwargs)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value) and key != "step":
+                    state[key] = fn(value)
+        return self
+
+
 def _permute_dims(z: torch.Tensor) -> torch.Tensor:
     """Each latent dimension shuffled independently across the batch: samples of prod_j q(z_j)."""
     idx = torch.argsort(torch.rand(z.shape, device=z.device), dim=0)
@@ -133,7 +176,7 @@ def _permute_dims(z: torch.Tensor) -> torch.Tensor:
     params=(Param("gamma", 35.0, "weight of the total correlation TC"), KL_PARAM),
     context=("latent_dim",),
 )
-class FactorVAE(Objective):
+class FactorVAE(OwnOptimizer):
     """FactorVAE (Kim & Mnih 2018): loss ``rec + KL + gamma TC`` per example, nats.
 
     ``TC(z) = log D(z) / (1 - D(z)) = l_0 - l_1``, the discriminator's two logits (class 0:
@@ -185,7 +228,6 @@ class FactorVAE(Objective):
         self.optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=lr, betas=tuple(float(b) for b in betas)
         )
-        self._replicas_synced = False
 
     def forward(self, model, x, *, y=None, step=None) -> LossOutput:
         w = self.weights_at(step)
@@ -231,36 +273,8 @@ class FactorVAE(Objective):
             loss = F.cross_entropy(logits, labels)
         acc = (logits.detach().argmax(-1) == labels).float().mean()
         if update:
-            grads = torch.autograd.grad(loss, params)
-            if world_size() > 1:
-                # under DDP every rank steps with the mean gradient over the ranks' batches
-                # (as DDP does for the model), starting from rank 0's weights: the replicas'
-                # discriminators, and so the TC term, stay identical
-                if not self._replicas_synced:
-                    broadcast_(*(p.detach() for p in params))
-                    self._replicas_synced = True
-                all_reduce_(*grads, average=True)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._step_optimizer(loss, params)
         return {"disc_loss": loss.detach(), "disc_acc": acc}
-
-    def get_extra_state(self) -> dict:
-        """The discriminator's Adam state (tensors, numbers), saved under ``_extra_state``."""
-        return {"optimizer": copy.deepcopy(self.optimizer.state_dict())}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to(device) / .double() move the Adam moments along with the parameters
-        super()._apply(fn, *args, **kwargs)
-        for state in self.optimizer.state.values():
-            for key, value in state.items():
-                if torch.is_tensor(value) and key != "step":
-                    state[key] = fn(value)
-        return self
 
 
 @register(

@@ -142,6 +142,7 @@ def train(
         features=features,
         steps_per_epoch=math.ceil(n_train / cfg.train.batch_size),
         epochs=cfg.train.epochs,
+        image_channels=splits.image_shape[0] if len(splits.image_shape) == 3 else None,
     )
     trained = wrap_distributed(model)
     if cfg.train.compile:
@@ -313,6 +314,10 @@ def evaluate_run(
         "checkpoint": "best.pt" if (run_dir / "best.pt").exists() else "checkpoint.pt",
         **result,
     }
+    if cfg.model.model in ("autoencoder_kl", "vqgan", "vqvae"):  # image models: PSNR, SSIM
+        from vaekit.metrics.image import reconstruction_quality
+
+        result.update(reconstruction_quality(model, x, batch_size=batch_size))
     if "disentanglement" in metrics:
         result["disentanglement"] = disentanglement_scores(model, cfg, shape)
     with run_lock(run_dir):
