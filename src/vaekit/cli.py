@@ -23,7 +23,11 @@ _HELP = {
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",
-    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae",
+    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | m2 "
+    "(semi-supervised, Kingma et al. 2014; needs --labels)",
+    "labels": "m2: labelled training examples N, balanced over classes (C <= N <= train size); "
+    "the others are trained on unlabelled",
+    "label_seed": "m2: seed of the draw of the --labels N labelled examples",
     "prior": "standard | learnable | mog | vamp | flow",
     "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
     "iaf_steps": "IAF steps of --posterior iaf",

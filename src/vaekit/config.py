@@ -54,12 +54,17 @@ class ModelConfig:
     commitment: float = 0.25  # vqvae: commitment weight beta
     restart_after: int = 0  # vqvae: re-initialise codes unused this many steps; 0 = off
     prior_epochs: int = 10  # vqvae: epochs of the autoregressive code prior after training
+    # m2: labelled training examples (balanced over classes; the rest lose their labels) and
+    # the seed of their draw; 0 = not set (model m2 refuses it)
+    labels: int = 0
+    label_seed: int = 0
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
         _at_least(self, prior_epochs=0, commitment=0)
-        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
+        _at_least(self, labels=0, label_seed=0)
+        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae", "m2"))
         check_choice("posterior", self.posterior, ("diagonal", "iaf"))
         check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))
         if any(w < 1 for w in self.hidden):
@@ -185,7 +190,7 @@ def _at_least(section: object, **bounds: float) -> None:
 
 
 # the objective a model kind trains with when none is named
-_DEFAULT_OBJECTIVE = {"vqvae": "vqvae"}
+_DEFAULT_OBJECTIVE = {"vqvae": "vqvae", "m2": "m2"}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ By family:
 - :mod:`~vaekit.objectives.regularised`: CapacityELBO, BetaTCVAE, DIPVAE, InfoVAE, WAE,
   TripletELBO, PerceptualELBO (the ELBO's terms plus one term each);
 - :mod:`~vaekit.objectives.stateful`: GECO, FactorVAE, VQObjective (state in buffers and
-  sub-modules, saved by ``state_dict``).
+  sub-modules, saved by ``state_dict``);
+- :mod:`~vaekit.objectives.m2`: M2Objective (semi-supervised, a discrete y summed out).
 
 A new objective is one file: a subclass of :class:`Objective` decorated with
 :func:`register`, imported below.
@@ -33,6 +34,7 @@ from vaekit.objectives._base import (
     weight_at,
 )
 from vaekit.objectives.bounds import CIWAE, ELBO, IWAE, MIWAE, PIWAE
+from vaekit.objectives.m2 import M2Objective
 from vaekit.objectives.regularised import (
     DIPVAE,
     WAE,
@@ -70,6 +72,7 @@ __all__ = [
     "TripletELBO",
     "PerceptualELBO",
     "VQObjective",
+    "M2Objective",
     "triplet_indices",
     "log_weights",
     "analytic_kl",

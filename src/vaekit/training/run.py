@@ -118,6 +118,11 @@ def train(
     _init_distributed()
     rank = dist.get_rank() if dist.is_initialized() else 0
     splits = load_data(cfg.train)
+    if cfg.model.model == "m2":  # semi-supervised: all but --labels N training labels withheld
+        from vaekit.models.m2 import withhold_labels
+
+        used = cfg.train.max_train_examples or None
+        splits = withhold_labels(splits, cfg.model.labels, cfg.model.label_seed, used)
     if evaluate_after and getattr(splits, "test", None) is None:
         raise ValueError(
             "the data set has no test split, which the evaluation after training needs: add "
@@ -304,6 +309,10 @@ def evaluate_run(
     x = prepare_input(model, view.x, shape)
     if model_kind(cfg.model).quantized:
         result = evaluate_vq(model, x, batch_size=batch_size)
+    elif cfg.model.model == "m2":  # y summed out; test accuracy of q(y|x)
+        from vaekit.models.m2 import evaluate_m2
+
+        result = evaluate_m2(model, x, view.y, samples=samples, batch_size=batch_size)
     else:
         result = evaluate(
             model, x, samples=samples, batch_size=batch_size, progress=progress, labels=view.y
