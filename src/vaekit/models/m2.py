@@ -213,10 +213,15 @@ class M2(nn.Module):
         samples: int = 1,
         prior: Distribution | None = None,
         *,
-        y: torch.Tensor,
+        y: torch.Tensor | None = None,
     ) -> VAEOutput:
         """Encode (x, y), draw ``samples`` z ``[S, B, D]``, decode them given y (labelled pass)."""
         check_count("samples", samples)
+        if y is None:
+            raise ValueError(
+                "M2's forward pass needs labels y ([B] classes or [B, C] class vectors); for y "
+                "summed out use M2.enumerate, the 'm2' objective or vaekit.models.m2.log_likelihood"
+            )
         h = self.encoder(self._flat(x), self.one_hot(y))
         q = self.posterior(h)
         z = q.rsample((samples,))
