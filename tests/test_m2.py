@@ -331,3 +331,10 @@ def test_generic_vae_code_on_m2_gets_a_clear_error():
     x, _ = _batch(2)
     with pytest.raises(ValueError, match="summed out"):
         vae_log_likelihood(model, x, samples=2)
+
+
+def test_confusion_figure_refuses_a_non_square_matrix(tmp_path):
+    from vaekit.plots import save_confusion
+
+    with pytest.raises(ValueError, match="square"):
+        save_confusion([[1, 2, 3], [4, 5, 6]], tmp_path / "c.png")

@@ -580,7 +580,8 @@ def save_analogies(images, path: str | Path, title: str | None = None) -> Path:
     rows, classes, h, w, _ = imgs.shape
     flat = torch.from_numpy(imgs.reshape(-1, h, w, imgs.shape[-1])).movedim(-1, 1)
     pad = 2
-    fig = Figure(figsize=(1.0 + 0.6 * classes, 0.8 + 0.6 * rows), dpi=_DPI, layout="constrained")
+    width = max(4.5, 1.0 + 0.6 * classes)  # room for the title
+    fig = Figure(figsize=(width, 1.0 + 0.6 * rows), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(make_grid(flat, classes, pad), interpolation="nearest")
     ax.set_xticks([pad + j * (w + pad) + w / 2 - 0.5 for j in range(classes)])
@@ -602,7 +603,8 @@ def save_confusion(matrix, path: str | Path, title: str | None = None) -> Path:
         raise ValueError(f"matrix must be square [C, C]; received shape {m.shape}")
     c = m.shape[0]
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    fig = Figure(figsize=(1.5 + 0.45 * c, 1.2 + 0.45 * c), dpi=_DPI, layout="constrained")
+    side = max(4.5, 1.5 + 0.45 * c)  # room for the title
+    fig = Figure(figsize=(side, side - 0.3), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(c):
@@ -627,7 +629,7 @@ def _draw_m2_figures(run_dir: Path, model, cfg: RunConfig, splits, x, images, re
         save_confusion(
             result["confusion"],
             run_dir / "confusion.png",
-            f"test confusion matrix of argmax q(y|x) (accuracy {acc:.4f})",
+            f"test confusion matrix of argmax q(y|x)\n(accuracy {acc:.4f})",
         )
     if len(tuple(splits.image_shape)) != 3:
         return
@@ -637,7 +639,7 @@ def _draw_m2_figures(run_dir: Path, model, cfg: RunConfig, splits, x, images, re
     save_analogies(
         images(grid.reshape(rows * classes, -1)).reshape(rows, classes, *splits.image_shape),
         run_dir / "analogies.png",
-        "fix z (one test example per row), vary y: E[x | y, z]",
+        "fix z (one test example per row),\nvary y: E[x | y, z]",
     )
     save_reconstructions(images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png")
     torch.manual_seed(cfg.train.seed)
