@@ -300,9 +300,10 @@ def test_cli_m2_trains_evaluates_and_reports(blocks_npz, tmp_path):
         (["--model", "m2", "--labels", "151"], "training set's size"),
         (["--labels", "10"], "labels"),
         (["--model", "m2", "--labels", "6", "--objective", "iwae"], "m2"),
+        (["--model", "m2", "--labels", "6", "--objective", "elbo"], "received objective 'elbo'"),
         (["--model", "vae", "--objective", "m2"], "m2"),
     ],
-    ids=["fewer-than-classes", "missing", "more-than-train", "not-m2", "iwae", "m2-on-vae"],
+    ids=["fewer-than-classes", "missing", "more-than-train", "not-m2", "iwae", "elbo", "m2-on-vae"],
 )
 def test_cli_m2_refuses_bad_inputs(blocks_npz, tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
@@ -338,3 +339,15 @@ def test_confusion_figure_refuses_a_non_square_matrix(tmp_path):
 
     with pytest.raises(ValueError, match="square"):
         save_confusion([[1, 2, 3], [4, 5, 6]], tmp_path / "c.png")
+
+
+def test_cli_m2_relaxed_estimator_with_a_mixture_prior(blocks_npz, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--model", "m2", "--labels", "9", "--estimator", "relaxed", "--prior", "mog"]
+    assert main(_flags(blocks_npz, out, *flags, "--components", "3")) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert math.isfinite(result["nll"]) and 0 <= result["accuracy"] <= 1
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["objective"]["estimator"] == "relaxed" and saved["objective"]["kl"] == "auto"

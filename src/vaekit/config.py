@@ -335,9 +335,17 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             )
     oc = cfg.objective
     name = oc.objective
-    if "objective" in objective:
+    named = "objective" in objective
+    if named:
         name = objective.pop("objective")
         name = None if name is None else str(name)
+    elif (
+        "model" in changes
+        and not oc.given
+        and name == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")
+    ):
+        # a new model kind's own objective takes the objective flags given with it
+        name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")
     if objective or name != oc.objective:
         # the explicitly given fields carry over (a field the new objective lacks is an error
         # naming it); the rest are the chosen objective's defaults
@@ -347,7 +355,7 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             changes["objective"] = ObjectiveConfig(name, tuple(given.items()), tuple(given))
         except ValueError as e:
             raise ValueError(f"{e} (in {source})") from None
-    if "model" in changes and "objective" not in changes and oc.objective is not None:
+    if "model" in changes and "objective" not in changes and oc.objective is not None and not named:
         # a new model kind re-picks the default objective unless one was chosen explicitly
         if not oc.given and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo"):
             changes["objective"] = ObjectiveConfig(None)
