@@ -161,15 +161,16 @@ def _t95(n: int) -> float:
     return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
 
 
-def summarize(path: str) -> None:
+def summarize(path: str, at_epoch: int | None = None) -> None:
     """The RESULTS table from the per-epoch JSON lines: one row per (estimator, labels);
     each run contributes its test accuracy at best validation accuracy over the epochs it
-    completed (a run still going is marked with its epochs)."""
+    completed, or over its first ``at_epoch`` epochs (``s<seed>:<epochs>`` in the table)."""
     last: dict[tuple, dict] = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            last[(r["estimator"], r["labels"], r["seed"])] = r
+            if at_epoch is None or r["epoch"] <= at_epoch:
+                last[(r["estimator"], r["labels"], r["seed"])] = r
     groups: dict[tuple, list[dict]] = {}
     for (est, n, _), r in sorted(last.items()):
         groups.setdefault((est, n), []).append(r)
@@ -206,9 +207,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="/work/runs-i17-m2/m2.jsonl")
     p.add_argument("--summarize", default=None, metavar="JSONL", help="print the table and exit")
+    p.add_argument(
+        "--at-epoch", type=int, default=None, help="--summarize: over the first E epochs only"
+    )
     args = p.parse_args()
     if args.summarize:
-        summarize(args.summarize)
+        summarize(args.summarize, args.at_epoch)
     else:
         run(args)
 

@@ -290,6 +290,13 @@ def test_cli_m2_trains_evaluates_and_reports(blocks_npz, tmp_path):
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["model"]["labels"] == 6 and saved["objective"]["objective"] == "m2"
     assert saved["objective"]["alpha"] == 46.0
+    # samples of one class, or of y ~ p(y); a class out of range is refused
+    assert (
+        main(["sample", str(out), "--n", "4", "--label", "2", "--out", str(tmp_path / "2.png")])
+        == 0
+    )
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "any.png")]) == 0
+    assert main(["sample", str(out), "--n", "4", "--label", "3"]) == 2
 
 
 @pytest.mark.parametrize(

@@ -358,12 +358,15 @@ def sample_run(
             f"this run's model ({cfg.model.model}) is conditional: pass --label, one of "
             f"0..{model.labels.num_classes - 1}"
         )
-    if not conditional and label is not None:
+    m2 = cfg.model.model == "m2"  # y ~ p(y), or the class --label names
+    if not conditional and label is not None and not m2:
         raise ValueError(
-            f"--label needs a conditional model (cvae); this run is {cfg.model.model!r}"
+            f"--label needs a conditional model (cvae, m2); this run is {cfg.model.model!r}"
         )
-    if conditional and not 0 <= label < model.labels.num_classes:
-        raise ValueError(f"label must be in 0..{model.labels.num_classes - 1}; received {label}")
+    classes = model.num_classes if m2 else getattr(getattr(model, "labels", None), "num_classes", 0)
+    if label is not None and not 0 <= label < classes:
+        raise ValueError(f"label must be in 0..{classes - 1}; received {label}")
+    conditional = conditional or (m2 and label is not None)
     torch.manual_seed(seed)
     x = model.sample(n, label=label, mean=mean) if conditional else model.sample(n, mean=mean)
     imgs = _to_unit(model, x.float()).reshape(n, *splits.image_shape)
