@@ -252,6 +252,8 @@ def _print_eval(run: Path) -> None:
         f"ELBO {r['elbo']:.2f}  rec {r['rec']:.2f}  KL {r['kl']:.2f}  "
         f"{r['bits_per_dim']:.4f} bits/dim  active units {r['active_units']}"
     )
+    if "accuracy" in r:  # M2: classification by q(y|x)
+        print(f"test accuracy {r['accuracy']:.4f} (argmax q(y|x); confusion matrix in eval.json)")
     if "perplexity" in r:
         print(f"codes: {r['codes_used']}/{r['num_codes']} used, perplexity {r['perplexity']:.1f}")
     if "disentanglement" in r:
