@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit._checks import check_count
+from vaekit._checks import check_count, validation_enabled
 from vaekit.likelihoods import Bernoulli, Likelihood
 from vaekit.models.networks import MLP, _activation
 from vaekit.outputs import VAEOutput
@@ -179,17 +179,17 @@ class M2(nn.Module):
                 f"y must be integer class labels [B] or class vectors [B, {self.num_classes}]; "
                 f"received dtype {y.dtype}, shape {tuple(y.shape)}"
             )
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+        if (
+            validation_enabled()
+            and y.numel()
+            and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)
+        ):
             raise ValueError(
                 f"y must lie in [0, {self.num_classes - 1}]; received values in "
                 f"[{int(y.min())}, {int(y.max())}]"
             )
-        dtype = self.first_dtype
+        dtype = self.encoder.first_a.weight.dtype
         return nn.functional.one_hot(y.long(), self.num_classes).to(dtype)
-
-    @property
-    def first_dtype(self) -> torch.dtype:
-        return self.encoder.first_a.weight.dtype
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)

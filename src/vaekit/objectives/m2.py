@@ -165,6 +165,8 @@ class M2Objective(Objective):
     def forward(
         self, model, x: torch.Tensor, *, y: torch.Tensor | None = None, step: int | None = None
     ) -> LossOutput:
+        """``L(x, y)`` for rows with a label in ``y``, ``U(x)`` for rows with -1 (or ``y=None``):
+        nats ``[B]`` per example, reduced over the batch by ``reduction``."""
         batch = x.shape[0]
         labelled = _labelled_mask(y, batch, model.num_classes, x.device)
         logits = model.classify(x)  # q(y|x) once for the whole batch
