@@ -25,11 +25,15 @@ _HELP = {
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",
-    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | "
-    "autoencoder_kl (latent diffusion's VAE) | vqgan",
+    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | m2 "
+    "(semi-supervised, Kingma et al. 2014; needs --labels) | autoencoder_kl (latent diffusion's "
+    "VAE) | vqgan",
     "downsample": "autoencoder_kl/vqgan: spatial downsampling factor f: 2 | 4 | 8 | 16",
     "latent_channels": "autoencoder_kl: channels C of the latent map (latent C x H/f x W/f)",
     "channels": "autoencoder_kl/vqgan: width of the first conv level (then x2, x4, x4)",
+    "labels": "m2: labelled training examples N, balanced over classes (C <= N <= train size); "
+    "the others are trained on unlabelled",
+    "label_seed": "m2: seed of the draw of the --labels N labelled examples",
     "prior": "standard | learnable | mog | vamp | flow",
     "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
     "iaf_steps": "IAF steps of --posterior iaf",
@@ -349,6 +353,8 @@ def _print_eval(run: Path) -> None:
         f"ELBO {r['elbo']:.2f}  rec {r['rec']:.2f}  KL {r['kl']:.2f}  "
         f"{r['bits_per_dim']:.4f} bits/dim  active units {r['active_units']}"
     )
+    if "accuracy" in r:  # M2: classification by q(y|x)
+        print(f"test accuracy {r['accuracy']:.4f} (argmax q(y|x); confusion matrix in eval.json)")
     if "perplexity" in r:
         print(f"codes: {r['codes_used']}/{r['num_codes']} used, perplexity {r['perplexity']:.1f}")
     if "disentanglement" in r:

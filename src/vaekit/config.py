@@ -61,14 +61,21 @@ class ModelConfig:
     downsample: int = 8  # autoencoder_kl/vqgan: spatial downsampling factor f (2, 4, 8, 16)
     latent_channels: int = 4  # autoencoder_kl: channels C of the latent map
     channels: int = 64  # autoencoder_kl/vqgan: width of the first conv level (x1, 2, 4, 4)
+    # m2: labelled training examples (balanced over classes; the rest lose their labels) and
+    # the seed of their draw; 0 = not set (model m2 refuses it)
+    labels: int = 0
+    label_seed: int = 0
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
         _at_least(self, prior_epochs=0, commitment=0, num_quantizers=1)
         _at_least(self, latent_channels=1, channels=1)
+        _at_least(self, labels=0, label_seed=0)
         check_choice(
-            "model", self.model, ("vae", "hvae", "cvae", "vqvae", "autoencoder_kl", "vqgan")
+            "model",
+            self.model,
+            ("vae", "hvae", "cvae", "vqvae", "m2", "autoencoder_kl", "vqgan"),
         )
         if self.downsample not in (2, 4, 8, 16):
             raise ValueError(
@@ -199,7 +206,12 @@ def _at_least(section: object, **bounds: float) -> None:
 
 
 # the objective a model kind trains with when none is named
-_DEFAULT_OBJECTIVE = {"vqvae": "vqvae", "autoencoder_kl": "autoencoder_kl", "vqgan": "vqgan"}
+_DEFAULT_OBJECTIVE = {
+    "vqvae": "vqvae",
+    "m2": "m2",
+    "autoencoder_kl": "autoencoder_kl",
+    "vqgan": "vqgan",
+}
 
 
 @dataclass(frozen=True)
@@ -344,15 +356,17 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             )
     oc = cfg.objective
     name = oc.objective
-    if (
-        "model" in changes
-        and not oc.given
-        and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")
-    ):  # the objective was the old kind's default: the new kind's default takes the flags
-        name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")
-    if "objective" in objective:
+    named = "objective" in objective
+    if named:
         name = objective.pop("objective")
         name = None if name is None else str(name)
+    elif (
+        "model" in changes
+        and not oc.given
+        and name == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")
+    ):
+        # a new model kind's own objective takes the objective flags given with it
+        name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")
     if objective or name != oc.objective:
         # the explicitly given fields carry over (a field the new objective lacks is an error
         # naming it); the rest are the chosen objective's defaults
@@ -362,7 +376,7 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             changes["objective"] = ObjectiveConfig(name, tuple(given.items()), tuple(given))
         except ValueError as e:
             raise ValueError(f"{e} (in {source})") from None
-    if "model" in changes and "objective" not in changes and oc.objective is not None:
+    if "model" in changes and "objective" not in changes and oc.objective is not None and not named:
         # a new model kind re-picks the default objective unless one was chosen explicitly
         if not oc.given and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo"):
             changes["objective"] = ObjectiveConfig(None)

@@ -495,6 +495,8 @@ def draw_run_figures(
         return _draw_vq_figures(run_dir, model, cfg, x, images, result)
     if getattr(model, "given", None) is not None:
         return _draw_conditional_figures(run_dir, model, cfg, splits, x, labels, images)
+    if cfg.model.model == "m2":
+        return _draw_m2_figures(run_dir, model, cfg, splits, x, images, result)
 
     means = posterior_means(model, x)
     save_latent_scatter(
@@ -568,6 +570,82 @@ def _draw_conditional_figures(run_dir: Path, model, cfg: RunConfig, splits, x, l
     rows = torch.cat([model.sample(8, label=c) for c in range(classes)])
     save_image_grid(
         images(rows), run_dir / "samples.png", nrow=8, title="samples: one row per label"
+    )
+
+
+def save_analogies(images, path: str | Path, title: str | None = None) -> Path:
+    """Save an M2 "analogies" grid: ``images [rows, C, (ch,) H, W]`` in [0, 1], row i one
+    test example's z, column c the class y = c (Kingma et al. 2014, figure 1)."""
+    imgs = _images("images", images, 5)
+    rows, classes, h, w, _ = imgs.shape
+    flat = torch.from_numpy(imgs.reshape(-1, h, w, imgs.shape[-1])).movedim(-1, 1)
+    pad = 2
+    width = max(4.5, 1.0 + 0.6 * classes)  # room for the title
+    fig = Figure(figsize=(width, 1.0 + 0.6 * rows), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(make_grid(flat, classes, pad), interpolation="nearest")
+    ax.set_xticks([pad + j * (w + pad) + w / 2 - 0.5 for j in range(classes)])
+    ax.set_xticklabels([f"y={c}" for c in range(classes)])
+    ax.set_yticks([])
+    ax.tick_params(length=0, labelsize=8)
+    ax.xaxis.tick_top()
+    ax.set_ylabel("z of one test example per row", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def save_confusion(matrix, path: str | Path, title: str | None = None) -> Path:
+    """Save a confusion matrix ``[C, C]`` of counts (rows: true class, columns: predicted),
+    each cell annotated with its count, the colour its share of the row."""
+    m = _to_numpy("matrix", matrix, (2,)).astype(np.float64)
+    if m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square [C, C]; received shape {m.shape}")
+    c = m.shape[0]
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    side = max(4.5, 1.5 + 0.45 * c)  # room for the title
+    fig = Figure(figsize=(side, side - 0.3), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(c):
+        for j in range(c):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(c))
+    ax.set_yticks(range(c))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "", fontsize=10)
+    return _save(fig, path)
+
+
+def _draw_m2_figures(run_dir: Path, model, cfg: RunConfig, splits, x, images, result) -> None:
+    """M2: loss curves, the confusion matrix (eval ``confusion``), and for images the
+    analogies grid (10 test examples' z, every class), samples per class, reconstructions."""
+    device = next(model.parameters()).device
+    draw_loss_curves(run_dir)
+    if result and "confusion" in result:
+        acc = result.get("accuracy", float("nan"))
+        save_confusion(
+            result["confusion"],
+            run_dir / "confusion.png",
+            f"test confusion matrix of argmax q(y|x)\n(accuracy {acc:.4f})",
+        )
+    if len(tuple(splits.image_shape)) != 3:
+        return
+    xs = x[:10].to(device)
+    grid = model.analogies(xs)  # [10, C, D]
+    rows, classes = grid.shape[:2]
+    save_analogies(
+        images(grid.reshape(rows * classes, -1)).reshape(rows, classes, *splits.image_shape),
+        run_dir / "analogies.png",
+        "fix z (one test example per row),\nvary y: E[x | y, z]",
+    )
+    save_reconstructions(images(xs), images(model.reconstruct(xs)), run_dir / "reconstructions.png")
+    torch.manual_seed(cfg.train.seed)
+    samples = torch.cat([model.sample(8, label=c) for c in range(model.num_classes)])
+    save_image_grid(
+        images(samples), run_dir / "samples.png", nrow=8, title="samples: one row per class y"
     )
 
 

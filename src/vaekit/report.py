@@ -34,6 +34,9 @@ _EVAL_KEYS: dict[str, tuple[str, str]] = {
     "bits_per_dim": ("bits/dim", "nll / (number of dimensions · ln 2)"),
     "active_units": ("latent dims", "latent dimensions in use (Burda et al. 2015)"),
     "samples": ("", "importance samples per example"),
+    "accuracy": ("fraction", "test classification accuracy of argmax q(y|x) (M2)"),
+    "confusion": ("counts", "confusion matrix, rows true class, columns predicted (M2)"),
+    "samples_per_class": ("", "importance samples per example and class y (M2, y summed out)"),
     "mig": ("score in [0, 1]", "mutual information gap (Chen et al. 2018)"),
     "dci_disentanglement": ("score in [0, 1]", "DCI disentanglement (Eastwood & Williams 2018)"),
     "dci_completeness": ("score in [0, 1]", "DCI completeness"),
@@ -48,6 +51,7 @@ _HEADLINE = {
     "elbo": "test ELBO",
     "bits_per_dim": "bits per dim",
     "active_units": "active units",
+    "accuracy": "test accuracy",
 }
 _NATS_KEYS = {"loss", "rec", "kl", "elbo", "nll", "bound"}
 _CAPTIONS = (  # (substring of the file name, caption); first match wins
@@ -55,6 +59,8 @@ _CAPTIONS = (  # (substring of the file name, caption); first match wins
     ("terms", "The objective's own terms (total correlation, multiplier, perplexity, ...)"),
     ("curve", "Training curves"),
     ("recon", "Inputs and their reconstructions"),
+    ("analog", "Fix z, vary y: one row per test example's z, one column per class (M2)"),
+    ("confusion", "Confusion matrix of argmax q(y|x) on the test set (rows: true class)"),
     ("sample", "Samples from the model"),
     ("travers", "Latent traversal: one row per latent dimension"),
     ("scatter", "Latent codes in 2-D"),

@@ -153,6 +153,11 @@ def _cvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
     return ("network", "hidden", "latent_dim", "prior", "conditional_prior", "label_embedding")
 
 
+def _m2_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    prior = ("prior", *_PRIOR_FIELDS.get(cfg.prior, ()))
+    return ("network", "hidden", "activation", "latent_dim", *prior, "labels", "label_seed")
+
+
 def _vqvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
     from vaekit.models.autoencoders import quantizer_fields
 
@@ -325,6 +330,12 @@ def _build_cvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_class
     )
 
 
+def _build_m2(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
+    from vaekit.models.m2 import build_m2_from_config
+
+    return build_m2_from_config(cfg, _flat_shape(image_shape, event_shape), init_data, num_classes)
+
+
 def _build_vqvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes) -> nn.Module:
     from vaekit.models.vqvae import build_vqvae
 
@@ -360,6 +371,14 @@ register_model(
 )
 register_model(
     ModelKind("cvae", _build_cvae, "conditioned on the label y: q(z|x, y), p(x|y, z)", _cvae_fields)
+)
+register_model(
+    ModelKind(
+        "m2",
+        _build_m2,
+        "semi-supervised (Kingma et al. 2014): q(y|x), q(z|x, y), p(x|y, z); --labels N",
+        _m2_fields,
+    )
 )
 register_model(
     ModelKind(

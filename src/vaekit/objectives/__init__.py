@@ -17,6 +17,7 @@ By family:
   sub-modules, saved by ``state_dict``);
 - :mod:`~vaekit.objectives.adversarial`: AutoencoderKLLoss, VQGANLoss (latent diffusion's
   first-stage losses: a discriminator with its own optimizer).
+- :mod:`~vaekit.objectives.m2`: M2Objective (semi-supervised, a discrete y summed out).
 
 A new objective is one file: a subclass of :class:`Objective` decorated with
 :func:`register`, imported below.
@@ -36,6 +37,7 @@ from vaekit.objectives._base import (
 )
 from vaekit.objectives.adversarial import AutoencoderKLLoss, VQGANLoss
 from vaekit.objectives.bounds import CIWAE, ELBO, IWAE, MIWAE, PIWAE
+from vaekit.objectives.m2 import M2Objective
 from vaekit.objectives.regularised import (
     DIPVAE,
     WAE,
@@ -75,6 +77,7 @@ __all__ = [
     "VQObjective",
     "AutoencoderKLLoss",
     "VQGANLoss",
+    "M2Objective",
     "triplet_indices",
     "log_weights",
     "analytic_kl",

@@ -118,6 +118,11 @@ def train(
     _init_distributed()
     rank = dist.get_rank() if dist.is_initialized() else 0
     splits = load_data(cfg.train)
+    if cfg.model.model == "m2":  # semi-supervised: all but --labels N training labels withheld
+        from vaekit.models.m2 import withhold_labels
+
+        used = cfg.train.max_train_examples or None
+        splits = withhold_labels(splits, cfg.model.labels, cfg.model.label_seed, used)
     if evaluate_after and getattr(splits, "test", None) is None:
         raise ValueError(
             "the data set has no test split, which the evaluation after training needs: add "
@@ -305,6 +310,10 @@ def evaluate_run(
     x = prepare_input(model, view.x, shape)
     if model_kind(cfg.model).quantized:
         result = evaluate_vq(model, x, batch_size=batch_size)
+    elif cfg.model.model == "m2":  # y summed out; test accuracy of q(y|x)
+        from vaekit.models.m2 import evaluate_m2
+
+        result = evaluate_m2(model, x, view.y, samples=samples, batch_size=batch_size)
     else:
         result = evaluate(
             model, x, samples=samples, batch_size=batch_size, progress=progress, labels=view.y
@@ -356,12 +365,15 @@ def sample_run(
             f"this run's model ({cfg.model.model}) is conditional: pass --label, one of "
             f"0..{model.labels.num_classes - 1}"
         )
-    if not conditional and label is not None:
+    m2 = cfg.model.model == "m2"  # y ~ p(y), or the class --label names
+    if not conditional and label is not None and not m2:
         raise ValueError(
-            f"--label needs a conditional model (cvae); this run is {cfg.model.model!r}"
+            f"--label needs a conditional model (cvae, m2); this run is {cfg.model.model!r}"
         )
-    if conditional and not 0 <= label < model.labels.num_classes:
-        raise ValueError(f"label must be in 0..{model.labels.num_classes - 1}; received {label}")
+    classes = model.num_classes if m2 else getattr(getattr(model, "labels", None), "num_classes", 0)
+    if label is not None and not 0 <= label < classes:
+        raise ValueError(f"label must be in 0..{classes - 1}; received {label}")
+    conditional = conditional or (m2 and label is not None)
     torch.manual_seed(seed)
     if sampler is not None:  # a post-hoc p(z) (vaekit fit-sampler)
         from vaekit.samplers import load_sampler
