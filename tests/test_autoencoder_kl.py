@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from tests.helpers.net import free_port
 from vaekit.cli import main
 from vaekit.config import RunConfig
 from vaekit.models.autoencoders import AutoencoderKL, SharedScaleLaplace, last_layer
@@ -376,7 +377,7 @@ def test_two_ddp_ranks_keep_one_model_and_one_discriminator(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29561", str(worker), str(tmp_path)]  # fmt: skip
+           "--master_port", str(free_port()), str(worker), str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [
