@@ -71,6 +71,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="benchmarks/out/disentangle")
+    p.add_argument("--n", type=int, default=10000, help="factor draws for the scores")
+    p.add_argument("--n-dci", type=int, default=None, help="draws for DCI's trees (default n)")
+    p.add_argument(
+        "--observational-only",
+        action="store_true",
+        help="leave out the FactorVAE and beta-VAE scores (they encode ~30x more images)",
+    )
     phase = p.add_mutually_exclusive_group()
     phase.add_argument("--train-only", action="store_true", help="train, do not score")
     phase.add_argument("--score-only", action="store_true", help="score existing run folders")
@@ -92,7 +99,15 @@ def main() -> None:
                 model, cfg, splits = load_run(run)
                 shape = input_shape(cfg.model, splits.image_shape, splits.event_shape)
                 t1 = time.time()
-                scores = disentanglement_scores(model, cfg, shape)
+                scores = disentanglement_scores(
+                    model,
+                    cfg,
+                    shape,
+                    n=args.n,
+                    n_dci=args.n_dci,
+                    fast_variants=True,  # fast_* keys: vaekit's old forms, for comparison
+                    interventional=not args.observational_only,
+                )
                 row.update({k: round(v, 4) for k, v in scores.items()})
                 row["metric_seconds"] = round(time.time() - t1, 1)
             summary = json.loads((run / "train_summary.json").read_text())
@@ -121,7 +136,9 @@ def main() -> None:
         mine = [r for r in rows if r["objective"] == name]
         summary = {"objective": name, "seeds": len(mine)}
         for key in ("mig", "factor_vae", "dci_disentanglement", "sap", "beta_vae"):
-            vals = [r[key] for r in mine]
+            vals = [r[key] for r in mine if key in r]
+            if not vals:
+                continue
             summary[key] = {
                 "median": round(statistics.median(vals), 3),
                 "min": min(vals),

@@ -1,14 +1,19 @@
-"""Disentanglement metrics: MIG, DCI, SAP, the FactorVAE score and the beta-VAE score.
+"""Disentanglement metrics: MIG, DCI, SAP, modularity, explicitness, FactorVAE and beta-VAE scores.
 
 The definitions follow the papers and their common reference implementation, disentanglement_lib
 (Locatello et al. 2019, "Challenging common assumptions in the unsupervised learning of
-disentangled representations"); where this module departs from it (the classifiers, which here
-need only torch and NumPy), the docstring says so. Every score is a number in [0, 1], higher is
-more disentangled; mutual information and entropies are in nats.
+disentangled representations"). MIG, SAP, DCI, modularity and explicitness compute by default
+what disentanglement_lib computes, with the same scikit-learn estimators and settings
+(:mod:`vaekit.metrics.reference`; ``pip install "vaekit[metrics]"``); vaekit's faster forms of
+DCI and SAP are options named as such (``predictor="logistic"``, ``form="nearest_mean"``).
+Every score is a number in [0, 1], higher is more disentangled; mutual information and
+entropies are in nats.
 
 Two kinds of input:
 
-* **Observational** metrics (:func:`mig`, :func:`dci`, :func:`sap`) take codes ``[N, D]`` (the
+* **Observational** metrics (:func:`mig`, :func:`dci`, :func:`sap`,
+  :func:`~vaekit.metrics.reference.modularity`,
+  :func:`~vaekit.metrics.reference.explicitness`) take codes ``[N, D]`` (the
   representation of N observations, e.g. posterior means) and their ground-truth factors
   ``[N, K]`` (discrete classes: every distinct value of a column is one class).
 * **Interventional** metrics (:func:`factor_vae_score`, :func:`beta_vae_score`) need batches in
@@ -22,8 +27,8 @@ Example (``model`` a trained :class:`vaekit.VAE` whose encoder outputs ``[mean, 
 
     from vaekit.data import DSprites
     ds = DSprites()
-    # the ground truth itself (seed 0): MIG 0.90 (40 orientations in 20 bins), DCI 0.99 /
-    # 0.99 / 0.99, SAP 0.88, FactorVAE 1, beta-VAE 1; pure noise: all near 0 or chance (1/5)
+    # the ground truth itself: MIG 0.90 (40 orientations in 20 bins), FactorVAE 1, beta-VAE 1;
+    # pure noise: all near 0 or chance
     evaluate_disentanglement(lambda f: f.double(), ds)
     encode = lambda x: model.encoder(x.flatten(1)).chunk(2, -1)[0]   # posterior means
     evaluate_disentanglement(image_representation(encode, ds), ds)
@@ -819,6 +824,7 @@ def evaluate_disentanglement(
     chunk_size: int = 4096,
     n_dci: int | None = None,
     fast_variants: bool = False,
+    interventional: bool = True,
 ) -> dict[str, float]:
     """Every disentanglement score of a representation, seeded and deterministic.
 
@@ -844,6 +850,8 @@ def evaluate_disentanglement(
             under keys that say so: ``fast_dci_logistic_*`` (:func:`dci` with
             ``predictor="logistic"``) and ``fast_sap_nearest_mean`` (:func:`sap` with
             ``form="nearest_mean"``).
+        interventional: compute the FactorVAE and beta-VAE scores (``False``: leave them
+            out; they render and encode ~30 times more images than the others).
 
     Returns:
         ``{"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
@@ -885,9 +893,10 @@ def evaluate_disentanglement(
         "modularity": modularity(z_train, f_train, bins),
         "explicitness_train": explicit_train,
         "explicitness_test": explicit_test,
-        "factor_vae": factor_vae_score(represent, dataset, n_variance=n, **small),
-        "beta_vae": beta_vae_score(represent, dataset, **small),
     }
+    if interventional:
+        out["factor_vae"] = factor_vae_score(represent, dataset, n_variance=n, **small)
+        out["beta_vae"] = beta_vae_score(represent, dataset, **small)
     if fast_variants:
         fast = dci(*pair, predictor="logistic")
         out.update(
