@@ -404,3 +404,15 @@ def test_bad_input_names_argument_expected_and_received(call, words):
         call()
     for w in words:
         assert w in str(err.value)
+
+
+def test_evaluate_disentanglement_options():
+    ds = TinyFactors()
+    with pytest.raises(ValueError, match="n_dci must be at most n=100; received 200"):
+        evaluate_disentanglement(truth, ds, n=100, n_dci=200)
+    with pytest.raises(ValueError, match="n_dci must be an integer >= 2; received 1"):
+        evaluate_disentanglement(truth, ds, n=100, n_dci=1)
+    scores = evaluate_disentanglement(truth, ds, n=400, n_dci=100, interventional=False)
+    assert "factor_vae" not in scores and "beta_vae" not in scores
+    assert not any(k.startswith("fast_") for k in scores)  # only when asked for
+    assert scores["mig"] > 0.9 and scores["explicitness_test"] > 0.95
