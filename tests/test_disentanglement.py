@@ -157,7 +157,7 @@ def test_mig_of_factors_with_more_classes_than_bins():
 
 def test_dci_ground_truth(data):
     (ftr, fte) = data
-    out = dci(truth(ftr), ftr, truth(fte), fte)
+    out = dci(truth(ftr), ftr, truth(fte), fte, predictor="logistic")
     assert isinstance(out, DCIScores)
     assert out.disentanglement > 0.9 and out.completeness > 0.9
     assert out.informativeness > 0.95
@@ -168,12 +168,12 @@ def test_dci_ground_truth(data):
 
 def test_dci_noise_and_rotation(data):
     (ftr, fte) = data
-    gt = dci(truth(ftr), ftr, truth(fte), fte)
+    gt = dci(truth(ftr), ftr, truth(fte), fte, predictor="logistic")
     noise = noise_representation()
-    out = dci(noise(ftr), ftr, noise(fte), fte)
+    out = dci(noise(ftr), ftr, noise(fte), fte, predictor="logistic")
     assert out.disentanglement < 0.2 and out.completeness < 0.2
     assert out.informativeness < 0.4  # chance: mean of 1 / C_k = 0.24
-    rot = dci(rotated(ftr), ftr, rotated(fte), fte)
+    rot = dci(rotated(ftr), ftr, rotated(fte), fte, predictor="logistic")
     assert rot.disentanglement < gt.disentanglement - 0.4
     assert rot.completeness < gt.completeness - 0.4
 
@@ -186,7 +186,7 @@ def test_dci_duplicated_code_has_known_completeness(data):
     def rep(f):
         return f[:, [0, 0, 1, 2]].double().numpy()
 
-    out = dci(rep(ftr), ftr[:, :3], rep(fte), fte[:, :3])
+    out = dci(rep(ftr), ftr[:, :3], rep(fte), fte[:, :3], predictor="logistic")
     r = out.importance
     np.testing.assert_allclose(r[0, 0], r[1, 0], rtol=1e-9)
     assert out.completeness == pytest.approx(2.5 / 3, abs=0.02)
@@ -203,13 +203,13 @@ def test_dci_duplicated_code_has_known_completeness(data):
 
 def test_sap_ground_truth_noise_rotation(data):
     (ftr, fte) = data
-    gt = sap(truth(ftr), ftr, truth(fte), fte)
+    gt = sap(truth(ftr), ftr, truth(fte), fte, form="nearest_mean")
     # best code exact, the second best at chance 1 / C_k (up to sampling noise)
     chance_gap = np.mean([1 - 1 / s for s in SIZES])
     assert chance_gap - 0.05 < gt <= 1.0
     noise = noise_representation()
-    assert sap(noise(ftr), ftr, noise(fte), fte) < 0.05
-    assert sap(rotated(ftr), ftr, rotated(fte), fte) < gt - 0.3
+    assert sap(noise(ftr), ftr, noise(fte), fte, form="nearest_mean") < 0.05
+    assert sap(rotated(ftr), ftr, rotated(fte), fte, form="nearest_mean") < gt - 0.3
 
 
 # -- interventional scores ----------------------------------------------------------------
@@ -248,42 +248,63 @@ def test_factor_vae_prunes_collapsed_dimensions():
 def test_evaluate_disentanglement_dsprites_ground_truth():
     ds = DSprites()
     perm = [3, 1, 4, 0, 2]
-    scores = evaluate_disentanglement(lambda f: 2.0 * f[:, perm].double(), ds, n=4000)
+    # the boosted trees of DCI on 400 draws (113 classes: one tree per class and stage)
+    represent = lambda f: 2.0 * f[:, perm].double()  # noqa: E731
+    scores = evaluate_disentanglement(represent, ds, n=4000, n_dci=400, fast_variants=True)
     assert set(scores) == {
         "mig",
         "dci_disentanglement",
         "dci_completeness",
         "dci_informativeness",
+        "dci_informativeness_train",
         "sap",
+        "modularity",
+        "explicitness_train",
+        "explicitness_test",
         "factor_vae",
         "beta_vae",
+        "fast_dci_logistic_disentanglement",
+        "fast_dci_logistic_completeness",
+        "fast_dci_logistic_informativeness",
+        "fast_sap_nearest_mean",
     }
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in scores.values())
     assert scores["mig"] == pytest.approx(expected_mig(ds.factor_sizes), abs=0.03)
-    assert scores["dci_disentanglement"] > 0.9 and scores["dci_completeness"] > 0.9
-    assert scores["dci_informativeness"] > 0.9
-    assert scores["sap"] > 0.8
+    # the fast variants (logistic DCI, nearest-mean SAP) as before they were renamed
+    assert scores["fast_dci_logistic_disentanglement"] > 0.9
+    assert scores["fast_dci_logistic_completeness"] > 0.9
+    assert scores["fast_dci_logistic_informativeness"] > 0.9
+    assert scores["fast_sap_nearest_mean"] > 0.8
     assert scores["factor_vae"] == 1.0 and scores["beta_vae"] == 1.0
+    # the reference forms: trees read each factor off its own code
+    assert scores["dci_disentanglement"] > 0.9 and scores["dci_completeness"] > 0.9
+    assert scores["explicitness_test"] > 0.95 and scores["modularity"] > 0.9
 
 
 def test_evaluate_disentanglement_noise_and_rotation_tiny():
     ds = TinyFactors()
-    gt = evaluate_disentanglement(truth, ds, n=2000)
-    noise = evaluate_disentanglement(noise_representation(), ds, n=2000)
-    rot = evaluate_disentanglement(rotated, ds, n=2000)
-    assert noise["mig"] < 0.05 and noise["dci_disentanglement"] < 0.2 and noise["sap"] < 0.05
+    small = dict(n=2000, n_dci=300, fast_variants=True)
+    gt = evaluate_disentanglement(truth, ds, **small)
+    noise = evaluate_disentanglement(noise_representation(), ds, **small)
+    rot = evaluate_disentanglement(rotated, ds, **small)
+    assert noise["mig"] < 0.05 and noise["fast_dci_logistic_disentanglement"] < 0.2
+    assert noise["fast_sap_nearest_mean"] < 0.05
     assert noise["factor_vae"] < 0.4 and noise["beta_vae"] < 0.4
     assert rot["mig"] < gt["mig"] - 0.4
-    assert rot["dci_disentanglement"] < gt["dci_disentanglement"] - 0.4
+    assert rot["fast_dci_logistic_disentanglement"] < gt["fast_dci_logistic_disentanglement"] - 0.4
     # a rotation keeps all the information: a linear read-out still finds the factors
-    assert rot["dci_informativeness"] > 0.6
+    assert rot["fast_dci_logistic_informativeness"] > 0.6
+    # the reference forms: noise near 0 / chance, the rotation below the ground truth
+    assert noise["sap"] < 0.05 and noise["dci_disentanglement"] < 0.2
+    assert abs(noise["explicitness_test"] - 0.5) < 0.1
+    assert rot["dci_disentanglement"] < gt["dci_disentanglement"] - 0.3
 
 
 def test_evaluate_disentanglement_is_deterministic():
     ds = TinyFactors()
-    a = evaluate_disentanglement(rotated, ds, n=800, seed=5)
-    b = evaluate_disentanglement(rotated, ds, n=800, seed=5)
-    c = evaluate_disentanglement(rotated, ds, n=800, seed=6)
+    a = evaluate_disentanglement(rotated, ds, n=800, seed=5, n_dci=200)
+    b = evaluate_disentanglement(rotated, ds, n=800, seed=5, n_dci=200)
+    c = evaluate_disentanglement(rotated, ds, n=800, seed=6, n_dci=200)
     assert a == b
     assert a != c
 
@@ -383,3 +404,15 @@ def test_bad_input_names_argument_expected_and_received(call, words):
         call()
     for w in words:
         assert w in str(err.value)
+
+
+def test_evaluate_disentanglement_options():
+    ds = TinyFactors()
+    with pytest.raises(ValueError, match="n_dci must be at most n=100; received 200"):
+        evaluate_disentanglement(truth, ds, n=100, n_dci=200)
+    with pytest.raises(ValueError, match="n_dci must be an integer >= 2; received 1"):
+        evaluate_disentanglement(truth, ds, n=100, n_dci=1)
+    scores = evaluate_disentanglement(truth, ds, n=400, n_dci=100, interventional=False)
+    assert "factor_vae" not in scores and "beta_vae" not in scores
+    assert not any(k.startswith("fast_") for k in scores)  # only when asked for
+    assert scores["mig"] > 0.9 and scores["explicitness_test"] > 0.95

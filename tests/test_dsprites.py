@@ -502,19 +502,26 @@ def test_cli_trains_and_evaluates_a_conv_vae_on_dsprites(tmp_path, monkeypatch):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 8  # 512 / 64
     # the disentanglement metrics of the trained encoder's posterior means, on 2,000 factor
-    # draws instead of 10,000 (the metrics' sizes scale with n; the CLI path is the same)
+    # draws instead of 10,000 (the metrics' sizes scale with n; the CLI path is the same), DCI's
+    # boosted trees on 300, and the fast variants too
     from vaekit.training import run as run_module
 
-    scores_of = partial(run_module.disentanglement_scores, n=2000)
+    scores_of = partial(run_module.disentanglement_scores, n=2000, n_dci=300, fast_variants=True)
     monkeypatch.setattr(run_module, "disentanglement_scores", scores_of)
     assert (
         main(["eval", str(out), "--samples", "2", "--metrics", "disentanglement", "--quiet"]) == 0
     )
     scores = json.loads((out / "eval.json").read_text())["disentanglement"]
     keys = {"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"}
-    assert keys | {"factor_vae", "beta_vae"} == set(scores)
+    keys |= {"dci_informativeness_train", "modularity", "explicitness_train", "explicitness_test"}
+    fast = {
+        f"fast_dci_logistic_{k}" for k in ("disentanglement", "completeness", "informativeness")
+    }
+    assert keys | fast | {"fast_sap_nearest_mean", "factor_vae", "beta_vae"} == set(scores)
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     # 8 steps of training already give codes that predict the factors better than chance
-    # (a classifier that guesses: mean of 1 / factor size = 0.118)
+    # (a classifier that guesses: mean of 1 / factor size = 0.118); the linear read-out of the
+    # fast variant, and the explicitness ROC-AUC above its chance level 1/2
     chance = float(np.mean([1 / n for n in (3, 6, 40, 32, 32)]))
-    assert scores["dci_informativeness"] > 1.5 * chance
+    assert scores["fast_dci_logistic_informativeness"] > 1.5 * chance
+    assert scores["explicitness_test"] > 0.55

@@ -163,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         choices=["disentanglement"],
-        help="extra metrics: disentanglement (MIG, DCI, SAP, FactorVAE, beta-VAE; dSprites runs)",
+        help="extra metrics: disentanglement (MIG, DCI, SAP, modularity, explicitness as "
+        "disentanglement_lib computes them; FactorVAE, beta-VAE; dSprites runs; needs "
+        'scikit-learn: pip install "vaekit[metrics]")',
     )
     e.add_argument("--quiet", action="store_true")
 

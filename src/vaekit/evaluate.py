@@ -309,12 +309,14 @@ def evaluate_vq(model, x: torch.Tensor, batch_size: int = 100) -> dict:
     }
 
 
-def disentanglement_scores(model, cfg, shape, n: int = 10000) -> dict[str, float]:
-    """MIG, DCI, SAP, FactorVAE and beta-VAE scores of ``E_q[z|x]`` on rendered dSprites, in [0, 1].
+def disentanglement_scores(model, cfg, shape, n: int = 10000, **options) -> dict[str, float]:
+    """MIG, DCI, SAP, modularity, explicitness, FactorVAE and beta-VAE of ``E_q[z|x]``, in [0, 1].
 
-    ``cfg`` is the run's :class:`~vaekit.config.RunConfig` (its data set must be dSprites;
-    ``cfg.train.seed`` seeds the factor draws), ``shape`` the model's input shape and ``n``
-    the number of factor draws (see :func:`vaekit.metrics.evaluate_disentanglement`).
+    On rendered dSprites; the observational scores in disentanglement_lib's form. ``cfg`` is
+    the run's :class:`~vaekit.config.RunConfig` (its data set must be dSprites;
+    ``cfg.train.seed`` seeds the factor draws), ``shape`` the model's input shape, ``n`` the
+    number of factor draws and ``options`` (``n_dci``, ``fast_variants``, ``interventional``)
+    go to :func:`vaekit.metrics.evaluate_disentanglement`.
     """
     from vaekit.data import DSprites
     from vaekit.metrics import evaluate_disentanglement, image_representation
@@ -333,4 +335,4 @@ def disentanglement_scores(model, cfg, shape, n: int = 10000) -> dict[str, float
 
     dataset = DSprites()
     represent = image_representation(encode, dataset, device=device)
-    return evaluate_disentanglement(represent, dataset, n=n, seed=cfg.train.seed)
+    return evaluate_disentanglement(represent, dataset, n=n, seed=cfg.train.seed, **options)

@@ -42,6 +42,15 @@ _EVAL_KEYS: dict[str, tuple[str, str]] = {
     "dci_completeness": ("score in [0, 1]", "DCI completeness"),
     "dci_informativeness": ("score in [0, 1]", "DCI informativeness: factor prediction accuracy"),
     "sap": ("score in [0, 1]", "separated attribute predictability (Kumar et al. 2018)"),
+    # issue 20: DCI (boosted trees) and SAP (linear SVMs) as disentanglement_lib computes them
+    "dci_informativeness_train": ("score in [0, 1]", "DCI informativeness on the training set"),
+    "modularity": ("score in [0, 1]", "modularity (Ridgeway & Mozer 2018)"),
+    "explicitness_train": ("ROC-AUC", "explicitness on the training set (Ridgeway & Mozer 2018)"),
+    "explicitness_test": ("ROC-AUC", "explicitness on held-out codes (Ridgeway & Mozer 2018)"),
+    "fast_dci_logistic_disentanglement": ("score in [0, 1]", "fast variant, not the reference"),
+    "fast_dci_logistic_completeness": ("score in [0, 1]", "fast variant, not the reference"),
+    "fast_dci_logistic_informativeness": ("score in [0, 1]", "fast variant, not the reference"),
+    "fast_sap_nearest_mean": ("score in [0, 1]", "fast variant, not the reference"),
     "factor_vae": ("score in [0, 1]", "FactorVAE majority-vote accuracy (Kim & Mnih 2018)"),
     "beta_vae": ("score in [0, 1]", "beta-VAE linear-classifier accuracy (Higgins et al. 2017)"),
 }

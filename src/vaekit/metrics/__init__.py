@@ -1,4 +1,8 @@
-"""Metrics of learned representations (see :mod:`vaekit.metrics.disentanglement`)."""
+"""Metrics of learned representations (see :mod:`vaekit.metrics.disentanglement`).
+
+The observational scores default to disentanglement_lib's forms (:mod:`vaekit.metrics.reference`
+holds the scikit-learn estimators: ``pip install "vaekit[metrics]"``).
+"""
 
 from vaekit.metrics.disentanglement import (
     DCIScores,
@@ -13,6 +17,7 @@ from vaekit.metrics.disentanglement import (
     mutual_info_matrix,
     sap,
 )
+from vaekit.metrics.reference import explicitness, modularity
 
 __all__ = [
     "DCIScores",
@@ -21,9 +26,11 @@ __all__ = [
     "dci",
     "discretize",
     "evaluate_disentanglement",
+    "explicitness",
     "factor_vae_score",
     "image_representation",
     "mig",
+    "modularity",
     "mutual_info_matrix",
     "sap",
 ]
