@@ -11,6 +11,7 @@ By family:
 
 - :mod:`~vaekit.objectives.bounds`: ELBO, IWAE, MIWAE, CIWAE, PIWAE;
 - :mod:`~vaekit.objectives.renyi`: the variational Renyi bound;
+- :mod:`~vaekit.objectives.jointvae`: JointVAE (continuous + discrete capacities);
 - :mod:`~vaekit.objectives.regularised`: CapacityELBO, BetaTCVAE, DIPVAE, InfoVAE, WAE,
   TripletELBO, PerceptualELBO (the ELBO's terms plus one term each);
 - :mod:`~vaekit.objectives.stateful`: GECO, FactorVAE, VQObjective (state in buffers and
@@ -43,6 +44,7 @@ from vaekit.objectives.regularised import (
     TripletELBO,
     triplet_indices,
 )
+from vaekit.objectives.jointvae import JointVAE
 from vaekit.objectives.renyi import Renyi
 from vaekit.objectives.stateful import GECO, FactorVAE, VQObjective
 
@@ -70,6 +72,7 @@ __all__ = [
     "TripletELBO",
     "PerceptualELBO",
     "VQObjective",
+    "JointVAE",
     "triplet_indices",
     "log_weights",
     "analytic_kl",
