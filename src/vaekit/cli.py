@@ -23,9 +23,16 @@ _HELP = {
     "binarize": "dynamic (fresh draw per batch, IWAE protocol) | static (one seeded draw) | none",
     "epochs": "number of passes over the training set",
     "latent_dim": "size of z",
-    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae",
+    "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | "
+    "jointvae (Gaussian + categorical latents)",
     "prior": "standard | learnable | mog | vamp | flow",
-    "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
+    "posterior": "diagonal | iaf (inverse autoregressive flow steps) | gumbel (categorical latent)",
+    "categories": "gumbel / jointvae: categories C of each categorical variable (>= 2)",
+    "discrete_variables": "gumbel / jointvae: independent categorical variables M",
+    "temperature": "gumbel / jointvae: Gumbel-softmax temperature (start value when annealed)",
+    "temperature_end": "gumbel / jointvae: temperature reached after --temperature-steps",
+    "temperature_steps": "gumbel / jointvae: optimizer steps of geometric annealing (0 = constant)",
+    "hard": "gumbel / jointvae: one-hot samples with a straight-through gradient",
     "iaf_steps": "IAF steps of --posterior iaf",
     "flow_layers": "RealNVP coupling layers of --prior flow",
     "conditional_prior": "cvae: a learned p(z|y) instead of N(0, I)",
@@ -250,6 +257,14 @@ def _print_eval(run: Path) -> None:
     )
     if "perplexity" in r:
         print(f"codes: {r['codes_used']}/{r['num_codes']} used, perplexity {r['perplexity']:.1f}")
+    if "category_counts" in r:
+        acc = r.get("cluster_accuracy")
+        exact = r.get("nll_enumerated")
+        print(
+            f"categorical code: counts {r['category_counts']}"
+            + (f"  cluster accuracy {acc:.4f}" if acc is not None else "")
+            + (f"  NLL (codes summed out) {exact:.2f} nats" if exact is not None else "")
+        )
     if "disentanglement" in r:
         print(
             "disentanglement: " + "  ".join(f"{k} {v:.3f}" for k, v in r["disentanglement"].items())

@@ -25,7 +25,8 @@ __all__ = ["ModelConfig", "ObjectiveConfig", "TrainConfig", "RunConfig", "load_c
 @dataclass(frozen=True)
 class ModelConfig:
     # vae | hvae (two stochastic layers of latent_dim each) | cvae (conditioned on the label)
-    # | vqvae (conv VQ-VAE; network/prior/latent_dim do not apply)
+    # | vqvae (conv VQ-VAE; network/prior/latent_dim do not apply) | jointvae (Gaussian z of
+    # latent_dim + categorical c, Dupont 2018)
     model: str = "vae"
     network: str = "mlp"  # mlp | gated | conv
     hidden: tuple[int, ...] = (300, 300)
@@ -43,7 +44,7 @@ class ModelConfig:
     # only, "running" (variance = running MSE, Asperti & Trentin 2020)
     scale: str = "learned"
     mixture_components: int = 10  # discretized logistic mixture
-    posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps)
+    posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps) | gumbel
     iaf_steps: int = 2
     flow_layers: int = 4  # prior flow: RealNVP coupling layers
     conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
@@ -54,13 +55,30 @@ class ModelConfig:
     commitment: float = 0.25  # vqvae: commitment weight beta
     restart_after: int = 0  # vqvae: re-initialise codes unused this many steps; 0 = off
     prior_epochs: int = 10  # vqvae: epochs of the autoregressive code prior after training
+    # posterior gumbel / model jointvae: discrete_variables independent categoricals of
+    # `categories` each, relaxed by Gumbel-softmax at `temperature` (annealed geometrically to
+    # temperature_end over temperature_steps optimizer steps; 0 = constant); hard: one-hot
+    # samples with a straight-through gradient
+    categories: int = 10
+    discrete_variables: int = 1
+    temperature: float = 0.67  # Dupont (2018); Jang et al. (2017) anneal 1.0 -> 0.5
+    temperature_end: float = 0.5
+    temperature_steps: int = 0
+    hard: bool = False
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
         _at_least(self, iaf_steps=1, flow_layers=1, num_codes=0, code_dim=0, restart_after=0)
         _at_least(self, prior_epochs=0, commitment=0)
-        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae"))
-        check_choice("posterior", self.posterior, ("diagonal", "iaf"))
+        check_choice("model", self.model, ("vae", "hvae", "cvae", "vqvae", "jointvae"))
+        check_choice("posterior", self.posterior, ("diagonal", "iaf", "gumbel"))
+        _at_least(self, categories=2, discrete_variables=1, temperature_steps=0)
+        for name in ("temperature", "temperature_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"config key {name!r} must be a finite number > 0; received {value!r}"
+                )
         check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
@@ -185,7 +203,7 @@ def _at_least(section: object, **bounds: float) -> None:
 
 
 # the objective a model kind trains with when none is named
-_DEFAULT_OBJECTIVE = {"vqvae": "vqvae"}
+_DEFAULT_OBJECTIVE = {"vqvae": "vqvae", "jointvae": "jointvae"}
 
 
 @dataclass(frozen=True)
@@ -330,9 +348,14 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             )
     oc = cfg.objective
     name = oc.objective
-    if "objective" in objective:
+    named = "objective" in objective  # an objective named explicitly is never re-picked
+    if named:
         name = objective.pop("objective")
         name = None if name is None else str(name)
+    elif objective and "model" in changes and not oc.given:
+        # flags of a new model kind's own objective (--model jointvae --gamma 5): that objective
+        if oc.objective in (None, _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")):
+            name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")
     if objective or name != oc.objective:
         # the explicitly given fields carry over (a field the new objective lacks is an error
         # naming it); the rest are the chosen objective's defaults
@@ -342,7 +365,7 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             changes["objective"] = ObjectiveConfig(name, tuple(given.items()), tuple(given))
         except ValueError as e:
             raise ValueError(f"{e} (in {source})") from None
-    if "model" in changes and "objective" not in changes and oc.objective is not None:
+    if "model" in changes and "objective" not in changes and oc.objective is not None and not named:
         # a new model kind re-picks the default objective unless one was chosen explicitly
         if not oc.given and oc.objective == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo"):
             changes["objective"] = ObjectiveConfig(None)

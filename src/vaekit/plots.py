@@ -477,11 +477,13 @@ def draw_run_figures(
     principal components), loss_curves.png, kl_per_dim.png (KL per latent dimension, nats,
     when ``result`` has it) and, for images, samples.png (E[x | z], z ~ p(z), seeded by
     ``cfg.train.seed``), reconstructions.png and traversal.png (8 latent dimensions of
-    largest posterior-mean variance, from -3 to 3). A VQ-VAE gets loss_curves.png,
+    largest posterior-mean variance, from -3 to 3); with a categorical latent also
+    categories.png (one row of samples per category). A VQ-VAE gets loss_curves.png,
     reconstructions.png, code_usage_hist.png and samples.png (with a code prior); a
     conditional model loss_curves.png, latent.png, reconstructions.png and one row of
     samples per label.
     """
+    from vaekit.discrete import category_rows, has_categorical_latent
     from vaekit.evaluate import _to_unit, posterior_means
     from vaekit.models.build import model_kind
 
@@ -526,6 +528,14 @@ def draw_run_figures(
     decoded = model.decode(z.to(device)).mean
     trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
     save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
+    if has_categorical_latent(model):
+        torch.manual_seed(cfg.train.seed)
+        save_image_grid(
+            images(category_rows(model, 8)),
+            run_dir / "categories.png",
+            nrow=8,
+            title="one row per category of c (variable 0); columns share the rest of the code",
+        )
 
 
 def _draw_vq_figures(run_dir: Path, model, cfg: RunConfig, x, images, result) -> None:
