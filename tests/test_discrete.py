@@ -331,6 +331,20 @@ def test_cli_trains_a_gumbel_softmax_vae(npz, tmp_path):
     assert (out / "categories.png").exists()
 
 
+def test_cli_trains_a_gumbel_softmax_vae_with_the_capacity_objective(npz, tmp_path):
+    out = tmp_path / "c"
+    flags = ("--posterior", "gumbel", "--categories", "3", "--objective", "capacity",
+             "--gamma", "2", "--capacity", "0.5", "--capacity-steps", "2", "--no-eval")  # fmt: skip
+    assert main(_flags(npz, out, *flags)) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["objective"]["objective"] == "capacity" and cfg["model"]["posterior"] == "gumbel"
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r.get("split") == "train"][-1]
+    assert 0.0 <= train["kl"] <= math.log(3) + 1e-5  # the closed-form categorical KL
+    # C(step) = 0.5 min(1, step / 2); the epoch row averages its steps 0, 1, 2
+    assert train["capacity"] == pytest.approx((0.0 + 0.25 + 0.5) / 3, rel=1e-5)
+
+
 def test_cli_trains_jointvae_with_its_objective_and_an_annealed_temperature(npz, tmp_path):
     out = tmp_path / "j"
     flags = ("--model", "jointvae", "--latent-dim", "2", "--categories", "3", "--gamma", "5",

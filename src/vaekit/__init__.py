@@ -2,7 +2,7 @@
 
 Every public module is an attribute after ``import vaekit``. The light ones (``functional``,
 ``likelihoods``, ``posteriors``, ``priors``, ``objectives``, ``schedules``, ``quantizers``) are
-imported here; ``evaluate``, ``data``, ``metrics``, ``models`` and the run API (``train``,
+imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``discrete`` and the run API (``train``,
 ``evaluate_run``, ``sample_run``, ``load_run``) are imported on first access.
 """
 
@@ -30,6 +30,7 @@ __all__ = [
     "data",
     "metrics",
     "models",
+    "discrete",
     "train",
     "evaluate_run",
     "sample_run",
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 # lazy as the contract says (DESIGN.md). This saves import time only and hides no import
 # cycle: tests/test_imports.py checks that the module-level imports form no cycle and that
 # every module imports on its own. ``models`` is normally loaded already (``vaekit.VAE``).
-_LAZY_SUBMODULES = ("evaluate", "data", "metrics", "models")
+_LAZY_SUBMODULES = ("evaluate", "data", "metrics", "models", "discrete")
 _RUN_API = {
     "train": "vaekit.training.run",
     "evaluate_run": "vaekit.training.run",
