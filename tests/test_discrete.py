@@ -294,7 +294,12 @@ def test_category_rows_decode_each_category_with_shared_continuous_codes():
         code = torch.cat(
             [z[:, :d], torch.nn.functional.one_hot(torch.tensor(k), c).expand(4, c)], 1
         )
-        torch.testing.assert_close(rows[4 * k : 4 * k + 4], torch.sigmoid(model.decoder(code)))
+        torch.testing.assert_close(rows[k], torch.sigmoid(model.decoder(code)))
+    # a single categorical and nothing else: one image per category, E[x | c]
+    alone = _model(GumbelSoftmax(c), UniformCategorical(c), c, seed=4)
+    rows = category_rows(alone, n=4)
+    assert rows.shape == (c, 1, D_X)
+    torch.testing.assert_close(rows[:, 0], torch.sigmoid(alone.decoder(torch.eye(c))))
 
 
 # -- the command line ------------------------------------------------------------------------

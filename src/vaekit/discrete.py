@@ -425,12 +425,12 @@ def _offset(prior: Distribution) -> int:
 
 @torch.inference_mode()
 def category_rows(model, n: int = 8) -> torch.Tensor:
-    """E[x | z, c] for every category of the first categorical variable: ``[C * n, *x_shape]``.
+    """E[x | z, c] for every category of the first categorical variable: ``[C, n, *x_shape]``.
 
-    Row c (n images) sets variable 0 to category c; column j shares one draw of the rest of
-    the code (the continuous z ~ N(0, I) of a joint latent, the other variables ~ uniform;
-    seed with ``torch.manual_seed``) across rows, so a row shows what category c does to the
-    same n codes.
+    Row c sets variable 0 to category c; column j shares one draw of the rest of the code (the
+    continuous z ~ N(0, I) of a joint latent, the other variables ~ uniform; seed with
+    ``torch.manual_seed``) across rows, so a row shows what category c does to the same codes.
+    With nothing else in the code (one variable, no continuous part) each row is one image.
     """
     was_training = model.training
     model.eval()
@@ -439,12 +439,15 @@ def category_rows(model, n: int = 8) -> torch.Tensor:
         cat = categorical_part(prior)
         if cat is None:
             raise ValueError("category_rows needs a model with a categorical latent")
+        off, c = _offset(prior), cat.categories
+        if off == 0 and cat.variables == 1:
+            n = 1
         device = next(model.parameters()).device
         z = prior.sample((n,)).to(device)
-        off, c = _offset(prior), cat.categories
         rows = z.repeat(c, 1)  # [C * n, dim]
         rows[:, off : off + c] = torch.eye(c, dtype=z.dtype, device=device).repeat_interleave(n, 0)
-        return model.decode(rows).mean
+        x = model.decode(rows).mean
+        return x.reshape(c, n, *x.shape[1:])
     finally:
         model.train(was_training)
 

@@ -530,10 +530,11 @@ def draw_run_figures(
     save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
     if has_categorical_latent(model):
         torch.manual_seed(cfg.train.seed)
+        rows = category_rows(model, 8)  # [C, n, ...]
         save_image_grid(
-            images(category_rows(model, 8)),
+            images(rows.flatten(0, 1)),
             run_dir / "categories.png",
-            nrow=8,
+            nrow=rows.shape[1],
             title="one row per category of c (variable 0); columns share the rest of the code",
         )
 
