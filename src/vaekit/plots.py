@@ -530,12 +530,15 @@ def draw_run_figures(
     save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
     if has_categorical_latent(model):
         torch.manual_seed(cfg.train.seed)
-        rows = category_rows(model, 8)  # [C, n, ...]
+        rows = category_rows(model, 8)  # [C, n, ...]; n = 1: the code is c alone
+        alone = rows.shape[1] == 1
         save_image_grid(
             images(rows.flatten(0, 1)),
             run_dir / "categories.png",
-            nrow=rows.shape[1],
-            title="one row per category of c (variable 0); columns share the rest of the code",
+            nrow=rows.shape[0] if alone else rows.shape[1],
+            title="E[x | c], one image per category"
+            if alone
+            else "one row per category of c (variable 0); columns share the rest of the code",
         )
 
 
