@@ -34,6 +34,7 @@ from vaekit.objectives._base import (
     weight_at,
 )
 from vaekit.objectives.bounds import CIWAE, ELBO, IWAE, MIWAE, PIWAE
+from vaekit.objectives.jointvae import JointVAE
 from vaekit.objectives.regularised import (
     DIPVAE,
     WAE,
@@ -44,7 +45,6 @@ from vaekit.objectives.regularised import (
     TripletELBO,
     triplet_indices,
 )
-from vaekit.objectives.jointvae import JointVAE
 from vaekit.objectives.renyi import Renyi
 from vaekit.objectives.stateful import GECO, FactorVAE, VQObjective
 
