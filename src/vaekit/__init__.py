@@ -2,8 +2,8 @@
 
 Every public module is an attribute after ``import vaekit``. The light ones (``functional``,
 ``likelihoods``, ``posteriors``, ``priors``, ``objectives``, ``schedules``, ``quantizers``) are
-imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``latent``, the run API (``train``,
-``evaluate_run``, ``sample_run``, ``load_run``) and ``load`` (an export folder,
+imported here; ``evaluate``, ``data``, ``metrics``, ``models``, ``latent``, ``discrete``, the run
+API (``train``, ``evaluate_run``, ``sample_run``, ``load_run``) and ``load`` (an export folder,
 :mod:`vaekit.export`) are imported on first access.
 """
 
@@ -34,6 +34,7 @@ __all__ = [
     "metrics",
     "models",
     "latent",
+    "discrete",
     "train",
     "evaluate_run",
     "sample_run",
@@ -47,7 +48,7 @@ __version__ = "0.1.0"
 # lazy as the contract says (DESIGN.md). This saves import time only and hides no import
 # cycle: tests/test_imports.py checks that the module-level imports form no cycle and that
 # every module imports on its own. ``models`` is normally loaded already (``vaekit.VAE``).
-_LAZY_SUBMODULES = ("evaluate", "data", "metrics", "models", "latent")
+_LAZY_SUBMODULES = ("evaluate", "data", "metrics", "models", "latent", "discrete")
 _RUN_API = {
     "train": "vaekit.training.run",
     "evaluate_run": "vaekit.training.run",

@@ -27,7 +27,7 @@ _HELP = {
     "latent_dim": "size of z",
     "model": "vae | hvae (two stochastic layers) | cvae (conditioned on labels) | vqvae | m2 "
     "(semi-supervised, Kingma et al. 2014; needs --labels) | autoencoder_kl (latent diffusion's "
-    "VAE) | vqgan",
+    "VAE) | vqgan | jointvae (Gaussian + categorical latents)",
     "downsample": "autoencoder_kl/vqgan: spatial downsampling factor f: 2 | 4 | 8 | 16",
     "latent_channels": "autoencoder_kl: channels C of the latent map (latent C x H/f x W/f)",
     "channels": "autoencoder_kl/vqgan: width of the first conv level (then x2, x4, x4)",
@@ -35,7 +35,13 @@ _HELP = {
     "the others are trained on unlabelled",
     "label_seed": "m2: seed of the draw of the --labels N labelled examples",
     "prior": "standard | learnable | mog | vamp | flow",
-    "posterior": "diagonal | iaf (inverse autoregressive flow steps)",
+    "posterior": "diagonal | iaf (inverse autoregressive flow steps) | gumbel (categorical latent)",
+    "categories": "gumbel / jointvae: categories C of each categorical variable (>= 2)",
+    "discrete_variables": "gumbel / jointvae: independent categorical variables M",
+    "temperature": "gumbel / jointvae: Gumbel-softmax temperature (start value when annealed)",
+    "temperature_end": "gumbel / jointvae: temperature reached after --temperature-steps",
+    "temperature_steps": "gumbel / jointvae: optimizer steps of geometric annealing (0 = constant)",
+    "hard": "gumbel / jointvae: one-hot samples with a straight-through gradient",
     "iaf_steps": "IAF steps of --posterior iaf",
     "flow_layers": "RealNVP coupling layers of --prior flow",
     "conditional_prior": "cvae: a learned p(z|y) instead of N(0, I)",
@@ -359,6 +365,14 @@ def _print_eval(run: Path) -> None:
         print(f"test accuracy {r['accuracy']:.4f} (argmax q(y|x); confusion matrix in eval.json)")
     if "perplexity" in r:
         print(f"codes: {r['codes_used']}/{r['num_codes']} used, perplexity {r['perplexity']:.1f}")
+    if "category_counts" in r:
+        acc = r.get("cluster_accuracy")
+        exact = r.get("nll_enumerated")
+        print(
+            f"categorical code: counts {r['category_counts']}"
+            + (f"  cluster accuracy {acc:.4f}" if acc is not None else "")
+            + (f"  NLL (codes summed out) {exact:.2f} nats" if exact is not None else "")
+        )
     if "disentanglement" in r:
         print(
             "disentanglement: " + "  ".join(f"{k} {v:.3f}" for k, v in r["disentanglement"].items())

@@ -27,6 +27,7 @@ class ModelConfig:
     # vae | hvae (two stochastic layers of latent_dim each) | cvae (conditioned on the label)
     # | vqvae (conv VQ-VAE; network/prior/latent_dim do not apply)
     # | autoencoder_kl (latent diffusion's conv VAE) | vqgan (VQ-VAE with the adversarial loss)
+    # | jointvae (Gaussian z of latent_dim + categorical c, Dupont 2018)
     model: str = "vae"
     network: str = "mlp"  # mlp | gated | conv
     hidden: tuple[int, ...] = (300, 300)
@@ -44,7 +45,7 @@ class ModelConfig:
     # only, "running" (variance = running MSE, Asperti & Trentin 2020)
     scale: str = "learned"
     mixture_components: int = 10  # discretized logistic mixture
-    posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps)
+    posterior: str = "diagonal"  # diagonal | iaf (inverse autoregressive flow steps) | gumbel
     iaf_steps: int = 2
     flow_layers: int = 4  # prior flow: RealNVP coupling layers
     conditional_prior: bool = False  # cvae: a learned p(z|y) instead of N(0, I)
@@ -65,6 +66,16 @@ class ModelConfig:
     # the seed of their draw; 0 = not set (model m2 refuses it)
     labels: int = 0
     label_seed: int = 0
+    # posterior gumbel / model jointvae: discrete_variables independent categoricals of
+    # `categories` each, relaxed by Gumbel-softmax at `temperature` (annealed geometrically to
+    # temperature_end over temperature_steps optimizer steps; 0 = constant); hard: one-hot
+    # samples with a straight-through gradient
+    categories: int = 10
+    discrete_variables: int = 1
+    temperature: float = 0.67  # Dupont (2018); Jang et al. (2017) anneal 1.0 -> 0.5
+    temperature_end: float = 0.5
+    temperature_steps: int = 0
+    hard: bool = False
 
     def __post_init__(self) -> None:
         _at_least(self, mixture_components=1)  # the likelihood would call it "components"
@@ -75,13 +86,20 @@ class ModelConfig:
         check_choice(
             "model",
             self.model,
-            ("vae", "hvae", "cvae", "vqvae", "m2", "autoencoder_kl", "vqgan"),
+            ("vae", "hvae", "cvae", "vqvae", "m2", "autoencoder_kl", "vqgan", "jointvae"),
         )
         if self.downsample not in (2, 4, 8, 16):
             raise ValueError(
                 f"config key 'downsample' must be one of 2, 4, 8, 16; received {self.downsample!r}"
             )
-        check_choice("posterior", self.posterior, ("diagonal", "iaf"))
+        check_choice("posterior", self.posterior, ("diagonal", "iaf", "gumbel"))
+        _at_least(self, categories=2, discrete_variables=1, temperature_steps=0)
+        for name in ("temperature", "temperature_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"config key {name!r} must be a finite number > 0; received {value!r}"
+                )
         check_choice("mog_weights", self.mog_weights, ("learned", "uniform"))
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"config key 'hidden' must hold widths >= 1; received {self.hidden!r}")
@@ -211,6 +229,7 @@ _DEFAULT_OBJECTIVE = {
     "m2": "m2",
     "autoencoder_kl": "autoencoder_kl",
     "vqgan": "vqgan",
+    "jointvae": "jointvae",
 }
 
 
@@ -356,14 +375,14 @@ def _apply(cfg: RunConfig, flat: dict[str, Any], source: str, strict: bool = Tru
             )
     oc = cfg.objective
     name = oc.objective
-    named = "objective" in objective
+    named = "objective" in objective  # an objective named explicitly is never re-picked
     if named:
         name = objective.pop("objective")
         name = None if name is None else str(name)
     elif (
         "model" in changes
         and not oc.given
-        and name == _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo")
+        and name in (None, _DEFAULT_OBJECTIVE.get(cfg.model.model, "elbo"))
     ):
         # a new model kind's own objective takes the objective flags given with it
         name = _DEFAULT_OBJECTIVE.get(changes["model"].model, "elbo")

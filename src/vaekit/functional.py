@@ -31,6 +31,7 @@ __all__ = [
     "sum_event",
     "mmd",
     "aggregate_log_q",
+    "kl_categorical_uniform",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -301,3 +302,21 @@ def aggregate_log_q(
     log_qz = torch.logsumexp(log_w + log_q.sum(-1), dim=1)
     log_prod_marginals = torch.logsumexp(log_w.unsqueeze(-1) + log_q, dim=1).sum(-1)
     return log_qz, log_prod_marginals
+
+
+def kl_categorical_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """KL(Cat(q) || Uniform(C)) summed over independent categorical variables, nats ``[B]``.
+
+    ``KL = sum_m [sum_c q_mc log q_mc + log C]`` with ``q_m = softmax(logits[..., m, :])``;
+    ``logits``: ``[B, M, C]`` (or ``[B, C]`` for one variable). 0 for a uniform q, at most
+    ``M log C`` for one-hot q. A relaxed (Gumbel-softmax) latent uses this KL of its
+    categorical probabilities (Jang et al. 2017; Dupont 2018, JointVAE).
+    """
+    if logits.dim() < 2 or logits.shape[-1] < 2:
+        raise ValueError(
+            f"logits must be [B, C] or [B, M, C] with C >= 2 categories; received shape "
+            f"{tuple(logits.shape)}"
+        )
+    log_q = torch.log_softmax(logits, dim=-1)
+    per_variable = (log_q.exp() * log_q).sum(-1) + math.log(logits.shape[-1])
+    return sum_event(per_variable)

@@ -477,11 +477,13 @@ def draw_run_figures(
     principal components), loss_curves.png, kl_per_dim.png (KL per latent dimension, nats,
     when ``result`` has it) and, for images, samples.png (E[x | z], z ~ p(z), seeded by
     ``cfg.train.seed``), reconstructions.png and traversal.png (8 latent dimensions of
-    largest posterior-mean variance, from -3 to 3). A VQ-VAE gets loss_curves.png,
+    largest posterior-mean variance, from -3 to 3); with a categorical latent also
+    categories.png (one row of samples per category). A VQ-VAE gets loss_curves.png,
     reconstructions.png, code_usage_hist.png and samples.png (with a code prior); a
     conditional model loss_curves.png, latent.png, reconstructions.png and one row of
     samples per label.
     """
+    from vaekit.discrete import category_rows, has_categorical_latent
     from vaekit.evaluate import _to_unit, posterior_means
     from vaekit.models.build import model_kind
 
@@ -528,6 +530,18 @@ def draw_run_figures(
     decoded = model.decode(z.to(device)).mean
     trav = _to_unit(model, decoded.cpu()).reshape(len(order), len(values), *image_shape)
     save_traversal(trav, run_dir / "traversal.png", values.tolist(), dims=order.tolist())
+    if has_categorical_latent(model):
+        torch.manual_seed(cfg.train.seed)
+        rows = category_rows(model, 8)  # [C, n, ...]; n = 1: the code is c alone
+        alone = rows.shape[1] == 1
+        save_image_grid(
+            images(rows.flatten(0, 1)),
+            run_dir / "categories.png",
+            nrow=rows.shape[0] if alone else rows.shape[1],
+            title="E[x | c], one image per category"
+            if alone
+            else "one row per category of c (variable 0); columns share the rest of the code",
+        )
 
 
 def _draw_vq_figures(run_dir: Path, model, cfg: RunConfig, x, images, result) -> None:

@@ -10,7 +10,24 @@ from torch.distributions import Independent, Normal
 
 from vaekit._checks import check_choice, check_finite, full_precision, validation_enabled
 
-__all__ = ["DiagonalGaussian", "LOGVAR_MIN", "LOGVAR_MAX", "PARAMS"]
+__all__ = [
+    "DiagonalGaussian",
+    "LOGVAR_MIN",
+    "LOGVAR_MAX",
+    "PARAMS",
+    "GumbelSoftmax",  # noqa: F822 (lazy: vaekit.discrete)
+    "JointPosterior",  # noqa: F822 (lazy: vaekit.discrete)
+]
+
+
+def __getattr__(name: str):
+    # the categorical posteriors live in vaekit.discrete (with their distributions and priors)
+    if name in ("GumbelSoftmax", "JointPosterior"):
+        from vaekit import discrete
+
+        return getattr(discrete, name)
+    raise AttributeError(f"module 'vaekit.posteriors' has no attribute {name!r}")
+
 
 # log-variance is clamped to [-30, 30]: variance in [1e-13, 1e13] keeps exp, KL and
 # rsample finite in float32 while never binding in ordinary training.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Constant", "LinearWarmup", "Cyclical", "Capacity"]
+__all__ = ["Constant", "LinearWarmup", "Cyclical", "Capacity", "Geometric"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,40 @@ class Capacity:
         if self.steps == 0:
             return float(self.c_max)
         return float(self.c_max) * min(1.0, step / self.steps)
+
+
+@dataclass(frozen=True)
+class Geometric:
+    """tau(step) = start * (end / start) ** min(1, step / steps): geometric (exponential) annealing.
+
+    The Gumbel-softmax temperature schedule of Jang et al. (2017), ``tau = max(end,
+    start * exp(-r step))`` with ``r = ln(start / end) / steps``: from ``start`` at step 0 to
+    ``end`` at ``steps`` and after. ``steps=0`` means ``end`` from the start. Unitless.
+    """
+
+    start: float = 1.0
+    end: float = 0.5
+    steps: int = 0
+
+    def __post_init__(self):
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number > 0; received {v!r}")
+            if v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0; received {v!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0; received {self.steps!r}")
+
+    @property
+    def final(self) -> float:
+        """The value at the end of the annealing (used when no step is given)."""
+        return float(self.end)
+
+    def __call__(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"step must be >= 0; received {step!r}")
+        if self.steps == 0:
+            return float(self.end)
+        frac = min(1.0, step / self.steps)
+        return float(self.start) * (float(self.end) / float(self.start)) ** frac

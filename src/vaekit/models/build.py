@@ -134,6 +134,11 @@ def _dense_fields(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def _vae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    if cfg.posterior == "gumbel":  # a categorical latent: no latent_dim, a uniform p(c)
+        from vaekit.models.discrete import discrete_fields
+
+        network = tuple(f for f in _dense_fields(cfg) if f != "latent_dim")
+        return (*network, "posterior", *discrete_fields(cfg))
     return (
         *_dense_fields(cfg),
         "prior",
@@ -254,6 +259,10 @@ def _build_vae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classe
     event_shape = _flat_shape(image_shape, event_shape)
     shape = input_shape(cfg, image_shape, event_shape)
     likelihood = build_likelihood(cfg)
+    if cfg.posterior == "gumbel":
+        from vaekit.models.discrete import build_gumbel_vae
+
+        return build_gumbel_vae(cfg, shape, likelihood)
     encoder, decoder = build_networks(
         cfg.network,
         shape,
@@ -400,6 +409,20 @@ def _build_autoencoder(cfg: ModelConfig, *args) -> nn.Module:
     return build(cfg, *args)
 
 
+def _jointvae_fields(cfg: ModelConfig) -> tuple[str, ...]:
+    from vaekit.models.discrete import discrete_fields
+
+    return (*_dense_fields(cfg), *discrete_fields(cfg))
+
+
+def _build_jointvae(cfg: ModelConfig, image_shape, event_shape, init_data, num_classes):
+    from vaekit.models.discrete import build_jointvae
+
+    check_choice("network", cfg.network, KINDS)
+    event_shape = _flat_shape(image_shape, event_shape)
+    return build_jointvae(cfg, input_shape(cfg, image_shape, event_shape), build_likelihood(cfg))
+
+
 register_model(
     ModelKind(
         "autoencoder_kl",
@@ -418,6 +441,14 @@ register_model(
         convolutional=True,
         closed_form_kl=False,
         quantized=True,
+    )
+)
+register_model(
+    ModelKind(
+        "jointvae",
+        _build_jointvae,
+        "Gaussian z and Gumbel-softmax categorical c, separate capacities (Dupont 2018)",
+        _jointvae_fields,
     )
 )
 
@@ -444,7 +475,11 @@ def build_objective(
     """
     analytic = prior in _ANALYTIC
     if model is not None:
-        analytic = analytic and model.posterior == "diagonal" and model_kind(model).closed_form_kl
+        analytic = (
+            analytic
+            and model.posterior in ("diagonal", "gumbel")
+            and model_kind(model).closed_form_kl
+        )
     context = {
         "dataset_size": dataset_size,
         "latent_dim": latent_dim,

@@ -11,6 +11,7 @@ By family:
 
 - :mod:`~vaekit.objectives.bounds`: ELBO, IWAE, MIWAE, CIWAE, PIWAE;
 - :mod:`~vaekit.objectives.renyi`: the variational Renyi bound;
+- :mod:`~vaekit.objectives.jointvae`: JointVAE (continuous + discrete capacities);
 - :mod:`~vaekit.objectives.regularised`: CapacityELBO, BetaTCVAE, DIPVAE, InfoVAE, WAE,
   TripletELBO, PerceptualELBO (the ELBO's terms plus one term each);
 - :mod:`~vaekit.objectives.stateful`: GECO, FactorVAE, VQObjective (state in buffers and
@@ -37,6 +38,7 @@ from vaekit.objectives._base import (
 )
 from vaekit.objectives.adversarial import AutoencoderKLLoss, VQGANLoss
 from vaekit.objectives.bounds import CIWAE, ELBO, IWAE, MIWAE, PIWAE
+from vaekit.objectives.jointvae import JointVAE
 from vaekit.objectives.m2 import M2Objective
 from vaekit.objectives.regularised import (
     DIPVAE,
@@ -78,6 +80,7 @@ __all__ = [
     "AutoencoderKLLoss",
     "VQGANLoss",
     "M2Objective",
+    "JointVAE",
     "triplet_indices",
     "log_weights",
     "analytic_kl",

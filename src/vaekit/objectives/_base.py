@@ -76,6 +76,17 @@ def check_weight(name: str, value: Any) -> None:
     check_positive(name, value, allow_zero=True)
 
 
+def deliver_step(model, step: int | None) -> None:
+    """Hand ``step`` to the model parts that hold a schedule of their own (a Gumbel-softmax
+    temperature): every submodule with a ``set_step(step)`` method. Called by every
+    objective's call, so the trainer passes the step once, to the objective."""
+    if isinstance(model, nn.Module):
+        for m in model.modules():
+            set_step = getattr(type(m), "set_step", None)
+            if set_step is not None:
+                set_step(m, step)
+
+
 # -- the base class -------------------------------------------------------------------------
 
 
@@ -124,6 +135,10 @@ class Objective(nn.Module):
     def replace(self, **changes: Any) -> Objective:
         """A new objective of the same class with some hyperparameters changed."""
         return type(self)(**{**self.hparams, **changes})
+
+    def __call__(self, model, *args, **kwargs) -> LossOutput:
+        deliver_step(model, kwargs.get("step"))
+        return super().__call__(model, *args, **kwargs)
 
     def forward(
         self, model, x: torch.Tensor, *, y: torch.Tensor | None = None, step: int | None = None

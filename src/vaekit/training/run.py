@@ -33,6 +33,7 @@ from vaekit import plots
 from vaekit._checks import check_choice
 from vaekit.config import RunConfig, config_from_dict, load_config
 from vaekit.data.load import DATASETS, load_data
+from vaekit.discrete import evaluate_discrete, has_categorical_latent
 from vaekit.evaluate import _to_unit, disentanglement_scores, evaluate, evaluate_vq
 from vaekit.models.build import build_model, build_objective, input_shape, model_kind, prepare_input
 from vaekit.report import write_report
@@ -318,6 +319,8 @@ def evaluate_run(
         result = evaluate(
             model, x, samples=samples, batch_size=batch_size, progress=progress, labels=view.y
         )
+    if has_categorical_latent(model):  # the code's numbers (and an exact NLL when enumerable)
+        result.update(evaluate_discrete(model, x, view.y, batch_size=batch_size))
     result = {
         "split": split,
         "checkpoint": "best.pt" if (run_dir / "best.pt").exists() else "checkpoint.pt",
