@@ -127,9 +127,14 @@ def _codebook(args, out):
     from vaekit.objectives import VQObjective
     from vaekit.quantizers import code_statistics
 
-    data = fashion_mnist(binarize=None, seed=0)
-    x = data.train.x[: args.train_examples].reshape(-1, 1, 28, 28)
-    xt = data.test.x[:2000].reshape(-1, 1, 28, 28)
+    if args.dataset == "skimage_rgb":
+        from vaekit.data._skimage_rgb import skimage_rgb
+
+        data, shape = skimage_rgb(seed=0), (3, 64, 64)
+    else:
+        data, shape = fashion_mnist(binarize=None, seed=0), (1, 28, 28)
+    x = data.train.x[: args.train_examples].reshape(-1, *shape)
+    xt = data.test.x[:2000].reshape(-1, *shape)
     k = 64
     variants = {
         "vq_st": dict(quantizer="vq"),
@@ -145,7 +150,7 @@ def _codebook(args, out):
         torch.manual_seed(args.seed)
         kw = dict(variants[name])
         code_dim = None if kw["quantizer"] == "lfq" else 16
-        model = build_vqvae((1, 28, 28), quantizer=kw.pop("quantizer"), num_codes=k,
+        model = build_vqvae(shape, quantizer=kw.pop("quantizer"), num_codes=k,
                             code_dim=code_dim, channels=(16, 32), res_blocks=1, **kw)  # fmt: skip
         seconds = _train(model, VQObjective(), x, args, name, out)
         model.eval()
@@ -181,8 +186,15 @@ def main(argv=None) -> int:
     p.add_argument("--train-examples", type=int, default=10000)
     p.add_argument("--runs", nargs="+", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        choices=("fashion_mnist", "skimage_rgb"),
+        help="--part codebook: the data set (skimage_rgb: 64x64 RGB crops)",
+    )
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.part == "rgb":
         args.runs = args.runs or ["vae", "akl_l1", "akl_full", "vqgan"]
         _rgb(args, args.out)
