@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ def run_lock(path: str | os.PathLike) -> Iterator[None]:
     else:
         raise RunFolderInUse(f"could not take the lock of run folder {str(path)!r} ({lock})")
     _HELD[folder] = 1
+    _remove_stale_temporaries(folder)
     try:
         yield
     finally:
@@ -115,6 +117,18 @@ def run_lock(path: str | os.PathLike) -> Iterator[None]:
         lock.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):
             folder.rmdir()  # a run that failed before writing anything leaves no folder
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp(\.[^.]+)?$")
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the hidden temporaries (``.NAME.PID.tmp.EXT``, see :func:`vaekit._files.atomic_path`)
+    of writers that no longer run: a process killed (SIGKILL) mid-write leaves one behind."""
+    for p in folder.iterdir():
+        m = _TEMPORARY.match(p.name)
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
 
 
 def check_fresh(path: str | os.PathLike, overwrite: bool = False) -> None:
