@@ -480,3 +480,20 @@ def test_fetch_fashion_mnist_without_apt_names_the_command(tmp_path, monkeypatch
     monkeypatch.setattr(fashion_module.shutil, "which", lambda name: None)
     with pytest.raises(DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
         data.fetch("fashion_mnist")
+
+
+def test_bernoulli_draw_has_the_bernoulli_law_and_exact_ends():
+    """x = 1[u < p]: P(x = 1) = p (binomial test per entry), 0 and 1 map to 0 and 1 exactly."""
+    from scipy.stats import binomtest
+
+    from vaekit.data.dataset import bernoulli_draw
+
+    p = torch.tensor([0.0, 1.0, 0.3, 0.5, 0.97, 1e-3])
+    n = 20000
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([bernoulli_draw(p, gen) for _ in range(n)])
+    assert draws.dtype == torch.float32 and set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert draws[:, 0].sum() == 0 and draws[:, 1].sum() == n
+    for j in range(2, len(p)):
+        k = int(draws[:, j].sum())
+        assert binomtest(k, n, float(p[j])).pvalue > 1e-4, (float(p[j]), k / n)

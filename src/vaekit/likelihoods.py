@@ -48,6 +48,7 @@ from vaekit._checks import (
     full_precision,
     validation_enabled,
 )
+from vaekit._fused import bernoulli_logits_log_prob
 
 __all__ = [
     "Likelihood",
@@ -231,8 +232,8 @@ class Bernoulli(Likelihood):
             return _Event(base, nd, _in_unit_interval, summed=summed)
 
         def summed(x: torch.Tensor) -> torch.Tensor:
-            # two reductions instead of torch's elementwise BCE then a sum: ~35% less time
-            return (params * x).sum(dims) - F.softplus(params).sum(dims)
+            # one dot product and one softplus sum, gradient x - sigmoid(l) in closed form
+            return bernoulli_logits_log_prob(params, x, nd)
 
         base = _Bernoulli(logits=params, validate_args=False)
         # (with no event dims, sum over () would sum everything: keep torch's elementwise form)

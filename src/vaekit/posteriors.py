@@ -38,6 +38,28 @@ SCALE_MIN, SCALE_MAX = math.exp(-15.0), math.exp(15.0)
 PARAMS = ("logvar", "scale")
 
 
+class LogvarNormal(Normal):
+    """``N(loc, e^logvar)``: a ``Normal`` (scale ``e^{logvar/2}``) that keeps its log-variance.
+
+    The KL to the standard normal prior then reads ``logvar`` directly instead of taking the
+    log of the scale (:func:`vaekit.priors.UnitNormal`'s registered closed form).
+    """
+
+    logvar: torch.Tensor
+
+    @classmethod
+    def from_logvar(cls, loc: torch.Tensor, logvar: torch.Tensor) -> LogvarNormal:
+        """``N(loc, e^logvar)``, scale ``e^{logvar/2}``."""
+        d = cls(loc, torch.exp(0.5 * logvar), validate_args=False)
+        d.logvar = logvar
+        return d
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new.logvar = self.logvar.expand(torch.Size(batch_shape))
+        return new
+
+
 class DiagonalGaussian(nn.Module):
     """q(z | x) = N(mean, diag(sigma^2)) from an encoder output, in the parameterisation stated.
 
@@ -100,9 +122,9 @@ class DiagonalGaussian(nn.Module):
                     'DiagonalGaussian(param="logvar"))'
                 )
             std = p.clamp(SCALE_MIN, SCALE_MAX)
-        else:
-            std = torch.exp(0.5 * p.clamp(LOGVAR_MIN, LOGVAR_MAX))
-        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+            return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+        q = LogvarNormal.from_logvar(mean, p.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        return Independent(q, 1, validate_args=False)
 
     @staticmethod
     def latent_dim(encoder_features: int) -> int:

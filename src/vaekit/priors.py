@@ -16,11 +16,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions.kl import register_kl
 
 from vaekit._checks import check_choice
+from vaekit._fused import kl_logvar_standard
 
 __all__ = [
     "StandardNormal",
+    "UnitNormal",
     "LearnableGaussian",
     "MixtureOfGaussians",
     "VampPrior",
@@ -50,6 +53,23 @@ def _check_dim(name: str, value: int) -> int:
     return n
 
 
+class UnitNormal(Normal):
+    """``N(0, 1)`` per latent: the standard-normal prior's own type, so that its KL to a
+    Gaussian posterior has a closed form of its own in the ``kl_divergence`` registry."""
+
+
+@register_kl(Normal, UnitNormal)
+def _kl_normal_unit(q: Normal, p: UnitNormal) -> torch.Tensor:
+    """``KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1 - log s^2) / 2`` per dimension, nats (one
+    fused autograd node; ``log s^2`` read from a :class:`vaekit.posteriors.LogvarNormal`)."""
+    logvar = getattr(q, "logvar", None)
+    if logvar is None:
+        logvar = 2.0 * torch.log(q.scale)
+    kl = kl_logvar_standard(q.loc, logvar)
+    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    return kl if kl.shape == shape else kl.expand(shape)
+
+
 class StandardNormal(nn.Module):
     """p(z) = N(0, I) over ``dim`` latents: ``log p(z) = -0.5 sum(z^2 + log 2 pi)`` nats."""
 
@@ -60,7 +80,7 @@ class StandardNormal(nn.Module):
         self.register_buffer("scale", torch.ones(dim), persistent=False)
 
     def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale, validate_args=False), 1)
+        return Independent(UnitNormal(self.loc, self.scale, validate_args=False), 1)
 
 
 class LearnableGaussian(nn.Module):
