@@ -38,7 +38,7 @@ class _BernoulliLogits(torch.autograd.Function):
         ctx.save_for_backward(logits, x)
         ctx.nd = nd
         lf, xf = logits.flatten(-nd), x.flatten(-nd)
-        return torch.linalg.vecdot(lf, xf) - F.softplus(lf).sum(-1)
+        return (lf * xf).sum(-1) - F.softplus(lf).sum(-1)  # (vecdot is slower on the CPU)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -59,8 +59,8 @@ def bernoulli_logits_log_prob(logits: torch.Tensor, x: torch.Tensor, nd: int) ->
     """``log p(x | logits) = sum_d [x_d l_d - softplus(l_d)]`` over the last ``nd`` axes, nats.
 
     ``x`` broadcasts against ``logits`` (e.g. ``[B, D]`` against ``[S, B, D]``); minus the
-    summed ``binary_cross_entropy_with_logits``, computed as one dot product and one
-    softplus sum, with the gradient ``x - sigmoid(l)`` in closed form.
+    summed ``binary_cross_entropy_with_logits``, computed as two sums (of ``x l`` and of
+    ``softplus(l)``), with the gradient ``x - sigmoid(l)`` in closed form.
     """
     if nd < 1:
         raise ValueError(f"nd must be >= 1 (the event axes to sum); received {nd}")

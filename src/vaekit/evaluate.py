@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 # Elements of the largest intermediate tensor a chunk may create (x 4 bytes in float32):
-# large enough to keep matmuls efficient, small enough for a laptop.
-_CHUNK_ELEMENTS = 1 << 23
+# large enough to keep matmuls efficient, small enough that the elementwise passes over the
+# decoder output (softplus, sums) stay near the cache: 2^21 measured fastest of 2^18..2^23.
+_CHUNK_ELEMENTS = 1 << 21
 
 
 def _as_tensor(data) -> torch.Tensor:

@@ -232,7 +232,7 @@ class Bernoulli(Likelihood):
             return _Event(base, nd, _in_unit_interval, summed=summed)
 
         def summed(x: torch.Tensor) -> torch.Tensor:
-            # one dot product and one softplus sum, gradient x - sigmoid(l) in closed form
+            # two sums (x l and softplus(l)), gradient x - sigmoid(l) in closed form
             return bernoulli_logits_log_prob(params, x, nd)
 
         base = _Bernoulli(logits=params, validate_args=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -76,15 +77,26 @@ def check_weight(name: str, value: Any) -> None:
     check_positive(name, value, allow_zero=True)
 
 
+_STEP_TAKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def deliver_step(model, step: int | None) -> None:
     """Hand ``step`` to the model parts that hold a schedule of their own (a Gumbel-softmax
     temperature): every submodule with a ``set_step(step)`` method. Called by every
-    objective's call, so the trainer passes the step once, to the objective."""
-    if isinstance(model, nn.Module):
-        for m in model.modules():
-            set_step = getattr(type(m), "set_step", None)
-            if set_step is not None:
-                set_step(m, step)
+    objective's call, so the trainer passes the step once, to the objective.
+
+    The parts are looked up once per model (on its first call, then remembered: a training
+    step does not walk the module tree again) and again whenever its number of direct
+    children changes."""
+    if not isinstance(model, nn.Module):
+        return
+    known = _STEP_TAKERS.get(model)
+    if known is None or known[0] != len(model._modules):
+        takers = tuple(m for m in model.modules() if getattr(type(m), "set_step", None))
+        known = (len(model._modules), takers)
+        _STEP_TAKERS[model] = known
+    for m in known[1]:
+        type(m).set_step(m, step)
 
 
 # -- the base class -------------------------------------------------------------------------
