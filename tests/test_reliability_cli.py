@@ -176,3 +176,21 @@ def test_more_data_initialised_pseudo_inputs_than_examples_names_the_flags(npz, 
     err = _one_line_error(capsys)
     assert "--components" in err and "--pseudo-init" in err and "60" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("dataset", ["dsprites", "skimage_rgb"])
+@pytest.mark.parametrize("how", ["flag", "sectioned file", "flat file"])
+def test_binarize_asked_of_a_data_set_never_binarised_is_refused(dataset, how, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", dataset, "--epochs", "1", "--out", str(out), "--quiet"]
+    if how == "flag":
+        argv += ["--binarize", "static"]
+    else:
+        cfg = tmp_path / "c.yaml"
+        body = "train:\n  binarize: dynamic\n" if how == "sectioned file" else "binarize: dynamic\n"
+        cfg.write_text(body)
+        argv += ["--config", str(cfg)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does nothing for dataset" in err and dataset in err and "--binarize none" in err
+    assert not out.exists()

@@ -485,7 +485,31 @@ def load_config(
         )
     if overrides:
         cfg = _apply(cfg, overrides, source="command-line flags")
+    given = (overrides or {}).get("binarize", data.get("binarize") if path is not None else None)
+    if isinstance(given, dict):  # a sectioned YAML file
+        given = None
+    if path is not None and given is None and isinstance(data.get("train"), dict):
+        given = data["train"].get("binarize")
+    _check_binarize_applies(cfg, given)
     return cfg
+
+
+# data sets that are never binarised: generated binary images, RGB photographs
+_NOT_BINARISED = {
+    "dsprites": "its images are generated binary",
+    "skimage_rgb": "its images are RGB photographs",
+}
+
+
+def _check_binarize_applies(cfg: RunConfig, given: Any) -> None:
+    """A binarisation asked for explicitly (flag or file) where the data set has none is an
+    error, not silently ignored."""
+    why = _NOT_BINARISED.get(cfg.train.dataset)
+    if why and given is not None and given != "none":
+        raise ValueError(
+            f"binarize={given!r} does nothing for dataset {cfg.train.dataset!r} ({why}; it is "
+            "never binarised): omit --binarize or pass --binarize none"
+        )
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
