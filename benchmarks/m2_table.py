@@ -15,6 +15,9 @@ accuracy (Pyro's "corresponding test accuracy").
 (temperature ``--temperature``); ``baseline`` trains only the classifier q(y|x) on the N
 labelled examples (cross-entropy; the same network, optimiser and epochs, one labelled batch
 at every step: an epoch is as many steps as M2's epoch, over the labelled set reshuffled).
+``--schedule paired`` replaces Pyro's interleaving by Kingma et al.'s mixed minibatches: every
+step one unlabelled batch and one labelled batch of ``--labelled-batch`` (losses summed).
+``benchmarks/m2_pyro_reference.py`` trains Pyro's own implementation on the same split.
 
     python benchmarks/m2_table.py --labels 100 --seed 0 --out /work/runs-i17-m2/m2.jsonl
     python benchmarks/m2_table.py --summarize /work/runs-i17-m2/m2.jsonl   # the RESULTS table
@@ -64,6 +67,16 @@ def _batches(n_lab: int, n_unlab: int, batch: int, gen: torch.Generator):
             ul += 1
 
 
+def _paired_batches(n_lab: int, n_unlab: int, batch: int, lab_batch: int, gen: torch.Generator):
+    """Every step an unlabelled batch and a labelled one (Kingma et al.'s mixed minibatches):
+    ``(unlabelled indices, labelled indices)``; the labelled set reshuffled whenever it runs out."""
+    pool: list[torch.Tensor] = []
+    for b in torch.randperm(n_unlab, generator=gen).split(batch):
+        if not pool:
+            pool = list(torch.randperm(n_lab, generator=gen).split(lab_batch))
+        yield b, pool.pop(0)
+
+
 def _baseline_batches(n_lab: int, n_unlab: int, batch: int, gen: torch.Generator):
     """As many steps as an M2 epoch takes, each a batch of labelled examples (the labelled
     set reshuffled whenever it runs out): the classifier gets M2's optimiser budget."""
@@ -104,6 +117,8 @@ def run(args) -> None:
         "lr": args.lr,
         "beta1": args.beta1,
         "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "labelled_batch": args.labelled_batch if args.schedule == "paired" else None,
         **environment(),
     }
     best = (-1.0, 0.0, -1)
@@ -116,11 +131,20 @@ def run(args) -> None:
         total, count = 0.0, 0
         if args.estimator == "baseline":
             steps = _baseline_batches(len(y_l), len(x_u), args.batch_size, gen)
+        elif args.schedule == "paired":
+            lab_batch = min(len(y_l), args.labelled_batch)
+            steps = _paired_batches(len(y_l), len(x_u), args.batch_size, lab_batch, gen)
         else:
             steps = _batches(len(y_l), len(x_u), args.batch_size, gen)
         with validation(False):
             for labelled, b in steps:
-                if args.estimator == "baseline":
+                if args.schedule == "paired" and args.estimator != "baseline":
+                    bu, bl = labelled, b
+                    xb = torch.cat([x_u[bu], x_l[bl]])
+                    yb = torch.cat([torch.full((len(bu),), -1, dtype=y_l.dtype), y_l[bl]])
+                    loss = objective(model, xb, y=yb).loss
+                    b = xb
+                elif args.estimator == "baseline":
                     logits = model.classify(x_l[b])
                     loss = torch.nn.functional.cross_entropy(logits, y_l[b], reduction="sum")
                 elif labelled:
@@ -170,23 +194,24 @@ def summarize(path: str, at_epoch: int | None = None) -> None:
         if line.strip():
             r = json.loads(line)
             if at_epoch is None or r["epoch"] <= at_epoch:
-                last[(r["estimator"], r["labels"], r["seed"])] = r
+                key = (r["estimator"], r.get("schedule", "pyro"), r["labels"], r["seed"])
+                last[key] = r
     groups: dict[tuple, list[dict]] = {}
-    for (est, n, _), r in sorted(last.items()):
-        groups.setdefault((est, n), []).append(r)
+    for (est, schedule, n, _), r in sorted(last.items()):
+        groups.setdefault((est, schedule, n), []).append(r)
     print(
-        "| estimator | labels | runs (epochs done) | test accuracy, mean (95% half-width) "
+        "| estimator | schedule | labels | runs (epochs done) | test accuracy, mean (95% half-width) "
         "| Pyro M2 | Pyro baseline |"
     )
-    print("|---|---|---|---|---|---|")
-    for (est, n), rows in sorted(groups.items()):
+    print("|---|---|---|---|---|---|---|")
+    for (est, schedule, n), rows in sorted(groups.items()):
         accs = torch.tensor([r["test_accuracy_at_best_valid"] for r in rows], dtype=torch.float64)
         k = len(rows)
         half = _t95(k) * float(accs.std()) / math.sqrt(k) if k > 1 else float("nan")
         done = ", ".join(f"s{r['seed']}:{r['epoch']}" for r in rows)
         ref = PYRO.get(n, (float("nan"),) * 3)
         print(
-            f"| {est} | {n} | {k} ({done}) | {float(accs.mean()):.4f} ({half:.4f}) "
+            f"| {est} | {schedule} | {n} | {k} ({done}) | {float(accs.mean()):.4f} ({half:.4f}) "
             f"| {ref[0]:.4f} ({ref[1]:.4f}) | {ref[2]:.4f} |"
         )
 
@@ -200,6 +225,14 @@ def main() -> None:
     p.add_argument("--estimator", default="enumerate", choices=("enumerate", "relaxed", "baseline"))
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument(
+        "--schedule",
+        default="pyro",
+        choices=("pyro", "paired"),
+        help="pyro: a labelled batch every int(50000/N) steps (Pyro's loop); paired: every step "
+        "one unlabelled batch plus one labelled batch of --labelled-batch (Kingma's mixed batches)",
+    )
+    p.add_argument("--labelled-batch", type=int, default=100)
     p.add_argument("--lr", type=float, default=4.2e-4)
     p.add_argument("--beta1", type=float, default=0.95)
     p.add_argument("--alpha", type=float, default=46.0)

@@ -48,8 +48,8 @@ class _BernoulliLogits(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             if torch.is_grad_enabled():  # create_graph: keep every step differentiable
                 grad_logits = (x - torch.sigmoid(logits)) * g
-            else:  # one temporary: sigmoid(l), then (x - sigmoid(l)) * g in place
-                grad_logits = torch.sigmoid(logits).sub_(x).mul_(g).neg_()
+            else:  # one temporary: sigmoid(l), then (sigmoid(l) - x) * (-g) in place
+                grad_logits = torch.sigmoid(logits).sub_(x).mul_(-g)
         if ctx.needs_input_grad[1]:
             grad_x = _sum_to(logits * g, x.shape)
         return grad_logits, grad_x, None
