@@ -66,8 +66,10 @@ def _kl_normal_unit(q: Normal, p: UnitNormal) -> torch.Tensor:
     if logvar is None:
         logvar = 2.0 * torch.log(q.scale)
     kl = kl_logvar_standard(q.loc, logvar)
-    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
-    return kl if kl.shape == shape else kl.expand(shape)
+    pb = p.batch_shape
+    if len(pb) <= kl.dim() and kl.shape[kl.dim() - len(pb) :] == pb:
+        return kl  # p's batch shape is a suffix of q's (the common case): no broadcast
+    return kl.expand(torch.broadcast_shapes(kl.shape, pb))
 
 
 class StandardNormal(nn.Module):

@@ -98,7 +98,7 @@ class VAE(nn.Module):
             raise ValueError(
                 f"x must be a batch [B, ...] of B >= 1 examples; received shape {tuple(x.shape)}"
             )
-        param = next((t for t in self.encoder.parameters() if t.is_floating_point()), None)
+        param = self._dtype_probe()
         if (
             param is not None
             and x.dtype != param.dtype
@@ -110,6 +110,25 @@ class VAE(nn.Module):
             )
         if validation_enabled():
             check_finite("x", x)
+
+    def _dtype_probe(self) -> torch.Tensor | None:
+        """The encoder's first floating-point parameter, read through its owning module each
+        call (so a conversion that replaces parameters is seen); the owner is found once per
+        encoder object instead of by a walk over the parameters every step."""
+        probe = self.__dict__.get("_probe")
+        if probe is None or probe[0] is not self.encoder:
+            owner = next(
+                (
+                    (m, n)
+                    for m in self.encoder.modules()
+                    for n, t in m._parameters.items()
+                    if t is not None and t.is_floating_point()
+                ),
+                (None, None),
+            )
+            probe = self.__dict__["_probe"] = (self.encoder, *owner)
+        _, module, name = probe
+        return None if module is None else module._parameters.get(name)
 
     def detached_posterior(self, out: VAEOutput) -> Distribution:
         """q(z|x) rebuilt from ``out`` with its parameters detached (z keeps its path): the
