@@ -86,3 +86,16 @@ def test_bernoulli_likelihood_uses_the_fused_form_with_mixed_dtypes():
     ref = _bce_reference(logits.float(), x, 2)
     assert got.shape == (2,) and got.dtype == torch.float32
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-5)
+
+
+def test_kl_never_rounds_below_zero_near_the_prior():
+    """float32, v near 0 and m = 0: e^v - 1 - v >= 0 exactly as expm1 gives it (the naive form
+    exp(v) - 1 - v rounds to negative values here)."""
+    v = torch.linspace(-1e-3, 1e-3, 2001)
+    kl = kl_logvar_standard(torch.zeros_like(v), v)
+    assert (kl >= 0).all()
+    # float32 rounding of expm1(v) - v is ~eps |v| = 1e-10 here; the naive form is off by ~eps = 1e-7
+    ref = (torch.expm1(v.double()) - v.double()) / 2
+    torch.testing.assert_close(kl.double(), ref, rtol=0, atol=1e-10)
+    naive = (torch.exp(v) - 1 - v) / 2
+    assert (naive.double() - ref).abs().max() > 1e-9

@@ -7,8 +7,8 @@ kernels and the gradient is written out in closed form:
 
 * ``bernoulli_logits_log_prob(l, x)``: ``sum_d x_d l_d - softplus(l_d)`` nats, gradient
   ``x - sigmoid(l)`` per logit;
-* ``kl_logvar_standard(m, v)``: ``KL(N(m, e^v) || N(0, 1)) = (e^v + m^2 - 1 - v) / 2`` nats per
-  dimension, gradients ``m`` and ``(e^v - 1) / 2``.
+* ``kl_logvar_standard(m, v)``: ``KL(N(m, e^v) || N(0, 1)) = (e^v - 1 - v + m^2) / 2`` nats per
+  dimension (``e^v - 1`` as ``expm1``), gradients ``m`` and ``(e^v - 1) / 2``.
 
 Both backward passes are made of differentiable operations (out of place when a graph of the
 gradient is being built), so ``create_graph=True`` still works.
@@ -71,22 +71,23 @@ def bernoulli_logits_log_prob(logits: torch.Tensor, x: torch.Tensor, nd: int) ->
 class _KLLogvarStandard(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loc: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        var = torch.exp(logvar)
-        ctx.save_for_backward(loc, logvar, var)
-        return (var + loc * loc - 1.0 - logvar) * 0.5
+        em1 = torch.expm1(logvar)  # e^v - 1 without cancellation: the KL never rounds below 0
+        ctx.save_for_backward(loc, logvar, em1)
+        return (em1 - logvar + loc * loc) * 0.5
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        loc, logvar, var = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: e^v as a function of v
-            var = torch.exp(logvar)
+        loc, logvar, em1 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: e^v - 1 as a function of v
+            em1 = torch.expm1(logvar)
         grad_loc = _sum_to(grad * loc, loc.shape) if ctx.needs_input_grad[0] else None
         grad_logvar = None
         if ctx.needs_input_grad[1]:
-            grad_logvar = _sum_to(grad * (var - 1.0) * 0.5, var.shape)
+            grad_logvar = _sum_to(grad * em1 * 0.5, em1.shape)
         return grad_loc, grad_logvar
 
 
 def kl_logvar_standard(loc: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``KL(N(loc, e^logvar) || N(0, 1)) = (e^logvar + loc^2 - 1 - logvar) / 2`` per element, nats."""
+    """``KL(N(loc, e^logvar) || N(0, 1)) = (e^logvar - 1 - logvar + loc^2) / 2`` per element, nats
+    (``e^v - 1`` as ``expm1(v)``, so a posterior equal to the prior gives exactly 0, never less)."""
     return _KLLogvarStandard.apply(loc, logvar)
