@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vaekit._checks import broadcast, check_choice, check_finite, check_range
+from vaekit._fused import bernoulli_logits_log_prob, kl_logvar_standard
 
 __all__ = [
     "kl_normal_std",
@@ -50,7 +51,7 @@ def kl_normal_std(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     small negative KL for |v| below the float epsilon.
     """
     mu, logvar = broadcast(mu=mu, logvar=logvar)
-    return 0.5 * sum_event(torch.expm1(logvar) - logvar + mu.square())
+    return sum_event(kl_logvar_standard(mu, logvar))
 
 
 def kl_normal(
@@ -75,8 +76,9 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     check_range("x", x, 0.0, 1.0, "Bernoulli data must be in [0, 1] (scale 0-255 images by 1/255)")
     logits, x = broadcast(logits=logits, x=x)
-    # two reductions instead of the fused BCE kernel: ~35% less time on [S, B, 784] logits
-    return sum_event(logits * x) - sum_event(F.softplus(logits))
+    if logits.dim() < 2:  # [B]: one term per example, nothing to sum (as sum_event)
+        return logits * x - F.softplus(logits)
+    return bernoulli_logits_log_prob(logits, x, logits.dim() - 1)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
