@@ -465,6 +465,7 @@ def load_config(
 ) -> RunConfig:
     """Defaults, then the YAML file at ``path`` (``yaml.safe_load``), then flat ``overrides``."""
     cfg = RunConfig()
+    given = dict(overrides or {})  # every key set explicitly, the flags over the file
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -480,17 +481,12 @@ def load_config(
             raise ValueError(
                 f"config file {str(path)!r} must hold a mapping; received {type(data).__name__}"
             )
-        cfg = _apply(
-            cfg, _flatten(data, str(path)), source=str(path), strict=not _full_model_section(data)
-        )
+        from_file = _flatten(data, str(path))
+        cfg = _apply(cfg, from_file, source=str(path), strict=not _full_model_section(data))
+        given = {**from_file, **given}
     if overrides:
         cfg = _apply(cfg, overrides, source="command-line flags")
-    given = (overrides or {}).get("binarize", data.get("binarize") if path is not None else None)
-    if isinstance(given, dict):  # a sectioned YAML file
-        given = None
-    if path is not None and given is None and isinstance(data.get("train"), dict):
-        given = data["train"].get("binarize")
-    _check_binarize_applies(cfg, given)
+    _check_binarize_applies(cfg, given.get("binarize"))
     return cfg
 
 
