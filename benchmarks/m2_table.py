@@ -130,32 +130,30 @@ def run(args) -> None:
         model.train()
         total, count = 0.0, 0
         if args.estimator == "baseline":
-            steps = _baseline_batches(len(y_l), len(x_u), args.batch_size, gen)
+            idx = _baseline_batches(len(y_l), len(x_u), args.batch_size, gen)
+            batches = ((x_l[b], y_l[b]) for _, b in idx)
         elif args.schedule == "paired":
             lab_batch = min(len(y_l), args.labelled_batch)
-            steps = _paired_batches(len(y_l), len(x_u), args.batch_size, lab_batch, gen)
+            idx = _paired_batches(len(y_l), len(x_u), args.batch_size, lab_batch, gen)
+            unlabelled = torch.full((args.batch_size,), -1, dtype=y_l.dtype)
+            batches = (
+                (torch.cat([x_u[bu], x_l[bl]]), torch.cat([unlabelled[: len(bu)], y_l[bl]]))
+                for bu, bl in idx
+            )
         else:
-            steps = _batches(len(y_l), len(x_u), args.batch_size, gen)
+            idx = _batches(len(y_l), len(x_u), args.batch_size, gen)
+            batches = ((x_l[b], y_l[b]) if lab else (x_u[b], None) for lab, b in idx)
         with validation(False):
-            for labelled, b in steps:
-                if args.schedule == "paired" and args.estimator != "baseline":
-                    bu, bl = labelled, b
-                    xb = torch.cat([x_u[bu], x_l[bl]])
-                    yb = torch.cat([torch.full((len(bu),), -1, dtype=y_l.dtype), y_l[bl]])
-                    loss = objective(model, xb, y=yb).loss
-                    b = xb
-                elif args.estimator == "baseline":
-                    logits = model.classify(x_l[b])
-                    loss = torch.nn.functional.cross_entropy(logits, y_l[b], reduction="sum")
-                elif labelled:
-                    loss = objective(model, x_l[b], y=y_l[b]).loss
+            for x, y in batches:
+                if args.estimator == "baseline":
+                    loss = torch.nn.functional.cross_entropy(model.classify(x), y, reduction="sum")
                 else:
-                    loss = objective(model, x_u[b]).loss
+                    loss = objective(model, x, y=y).loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += float(loss.detach())
-                count += len(b)
+                count += len(x)
         model.eval()
         valid_acc, _ = class_accuracy(model, x_va, y_va)
         test_acc, _ = class_accuracy(model, x_te, y_te)
